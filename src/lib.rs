@@ -1,5 +1,4 @@
 #![doc = include_str!("../README.md")]
-#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod clock;
 mod error;
@@ -11,4 +10,9 @@ pub use clock::{Clock, FixedClock, SystemClock};
 pub use error::{Error, ErrorKind, Result};
 pub use key::{KeyBackend, KeySize, PublicKey, SigningKey, sha256};
 pub use secret::SecretString;
-pub use signing::*;
+#[cfg(feature = "reqwest")]
+pub use signing::sign_reqwest_request;
+pub use signing::{
+    DateHeader, KeyId, SignableBody, SignableRequest, SigningOptions, SigningOutput, SigningParams,
+    VerifiedRequest, VerifyOptions, sign, sign_http_parts, sign_http_request, verify,
+};

@@ -1,6 +1,13 @@
 //! Oracle's documented examples and the official SDKs' signatures, reproduced exactly
 //! by every compiled-in backend (`fixtures/signing/`, see its README).
 
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 use std::time::Duration;
 
 use base64::Engine as _;
