@@ -31,6 +31,24 @@ pub enum ErrorKind {
     SignatureRejected,
     /// The cryptographic backend failed unexpectedly.
     Crypto,
+    /// A configuration value is invalid (domain URL, client id, timeouts, ...); found
+    /// when building, before any network use.
+    InvalidConfig,
+    /// The subject token (the user's JWT) is not a readable JWT; checked locally.
+    SubjectTokenMalformed,
+    /// The subject token has expired: the user must log in again. Checked locally,
+    /// before any network call.
+    SubjectTokenExpired,
+    /// The identity domain refused the exchange; see [`Error::http_status`],
+    /// [`Error::oauth_error`] and [`Error::opc_request_id`].
+    ExchangeRejected,
+    /// The identity domain answered something that is not a valid token response (or
+    /// the session token is bound to a key other than the one sent).
+    MalformedResponse,
+    /// The connection to the identity domain failed.
+    Transport,
+    /// The identity domain did not answer in time.
+    Timeout,
 }
 
 /// The error returned by every fallible function of this crate.
@@ -40,7 +58,18 @@ pub enum ErrorKind {
 pub struct Error {
     kind: ErrorKind,
     message: Cow<'static, str>,
+    http: Option<Box<HttpDetails>>,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+/// What an HTTP error response said, minus anything secret.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct HttpDetails {
+    pub(crate) status: Option<u16>,
+    pub(crate) oauth_error: Option<String>,
+    pub(crate) oauth_error_description: Option<String>,
+    pub(crate) opc_request_id: Option<String>,
+    pub(crate) retry_after: Option<std::time::Duration>,
 }
 
 impl Error {
@@ -48,8 +77,23 @@ impl Error {
         Self {
             kind,
             message: message.into(),
+            http: None,
             source: None,
         }
+    }
+
+    #[cfg_attr(not(feature = "reqwest"), allow(dead_code))]
+    pub(crate) fn with_http(mut self, details: HttpDetails) -> Self {
+        self.http = Some(Box::new(details));
+        self
+    }
+
+    pub(crate) fn with_source(
+        mut self,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        self.source = Some(Box::new(source));
+        self
     }
 
     /// The kind of failure.
@@ -58,18 +102,61 @@ impl Error {
         self.kind
     }
 
-    /// Whether repeating the same operation later may succeed.
-    ///
-    /// No signing or key error is retryable: the same input fails the same way.
+    /// Whether repeating the same operation later may succeed: transport failures,
+    /// timeouts, and exchanges refused with 429 or a 5xx status. Signing and key
+    /// errors are never retryable: the same input fails the same way.
     #[must_use]
     pub fn is_retryable(&self) -> bool {
-        false
+        match self.kind {
+            ErrorKind::Transport | ErrorKind::Timeout => true,
+            ErrorKind::ExchangeRejected => self
+                .http_status()
+                .is_some_and(|s| s == 429 || (500..=599).contains(&s)),
+            _ => false,
+        }
     }
 
-    /// Whether the user must log in again before this can succeed.
+    /// Whether the user must log in again before this can succeed: the subject
+    /// token has expired, or the identity domain answered `invalid_grant`.
     #[must_use]
     pub fn is_reauth_required(&self) -> bool {
-        false
+        match self.kind {
+            ErrorKind::SubjectTokenExpired => true,
+            ErrorKind::ExchangeRejected => self.oauth_error() == Some("invalid_grant"),
+            _ => false,
+        }
+    }
+
+    /// The HTTP status of the response that caused this error, if any.
+    #[must_use]
+    pub fn http_status(&self) -> Option<u16> {
+        self.http.as_ref().and_then(|h| h.status)
+    }
+
+    /// The OAuth `error` code of the response (RFC 6749 section 5.2), if any.
+    #[must_use]
+    pub fn oauth_error(&self) -> Option<&str> {
+        self.http.as_ref().and_then(|h| h.oauth_error.as_deref())
+    }
+
+    /// The OAuth `error_description` of the response, if any.
+    #[must_use]
+    pub fn oauth_error_description(&self) -> Option<&str> {
+        self.http
+            .as_ref()
+            .and_then(|h| h.oauth_error_description.as_deref())
+    }
+
+    /// The delay the server asked for with `Retry-After`, if any.
+    #[must_use]
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        self.http.as_ref().and_then(|h| h.retry_after)
+    }
+
+    /// The `opc-request-id` of the response, for Oracle support.
+    #[must_use]
+    pub fn opc_request_id(&self) -> Option<&str> {
+        self.http.as_ref().and_then(|h| h.opc_request_id.as_deref())
     }
 }
 
@@ -77,6 +164,9 @@ impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Error");
         d.field("kind", &self.kind).field("message", &self.message);
+        if let Some(http) = &self.http {
+            d.field("http", http);
+        }
         if let Some(source) = &self.source {
             d.field("source", source);
         }
@@ -86,7 +176,23 @@ impl fmt::Debug for Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        f.write_str(&self.message)?;
+        if let Some(http) = &self.http
+            && let Some(status) = http.status
+        {
+            write!(f, " (http {status}")?;
+            if let Some(code) = &http.oauth_error {
+                write!(f, ", {code}")?;
+            }
+            if let Some(desc) = &http.oauth_error_description {
+                write!(f, ": {desc}")?;
+            }
+            if let Some(id) = &http.opc_request_id {
+                write!(f, ", opc-request-id {id}")?;
+            }
+            f.write_str(")")?;
+        }
+        Ok(())
     }
 }
 

@@ -1,13 +1,29 @@
 #![doc = include_str!("../README.md")]
 
 mod clock;
+#[cfg(feature = "emulator")]
+mod emulator;
 mod error;
+#[cfg(feature = "reqwest")]
+mod exchange;
+#[cfg(feature = "reqwest")]
+mod jwt;
 mod key;
 mod secret;
 mod signing;
 
 pub use clock::{Clock, FixedClock, SystemClock};
+#[cfg(feature = "emulator")]
+pub use emulator::{
+    Counters, EMULATOR_TENANCY_OCID, Emulator, EmulatorBuilder, Fault, RecordedExchange,
+    UserTokenOptions,
+};
 pub use error::{Error, ErrorKind, Result};
+#[cfg(feature = "reqwest")]
+pub use exchange::{
+    ClientAuthentication, ClientSecretBasic, RequestedToken, TokenExchange, TokenExchangeBuilder,
+    Upst, commercial_domain_url,
+};
 pub use key::{KeyBackend, KeySize, PublicKey, SigningKey, sha256};
 pub use secret::SecretString;
 #[cfg(feature = "reqwest")]

@@ -1,0 +1,486 @@
+//! An in-process, loopback emulator of the two OCI services this crate talks to: an
+//! IAM identity domain (OIDC discovery, JWKS, token exchange, demo user tokens) and
+//! an OCI control plane that verifies request signatures.
+//!
+//! It checks what the real services check, so a request it accepts is shaped as OCI
+//! expects; it powers the quickstart, this crate's tests, and your own offline
+//! tests. It listens on `127.0.0.1` on a free port and stops when dropped.
+
+mod jws;
+mod server;
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::hash::{BuildHasher as _, Hasher as _};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Map, Value, json};
+use url::Url;
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, ErrorKind, Result};
+use crate::key::{KeySize, SigningKey};
+use crate::secret::SecretString;
+
+/// Kid of the key that signs demo user tokens (published in the JWKS).
+const USER_TOKEN_KID: &str = "emulator-user-tokens";
+/// Kid of the key that signs UPSTs.
+const UPST_KID: &str = "emulator-upst";
+/// The tenancy every emulated user belongs to.
+pub const EMULATOR_TENANCY_OCID: &str = "ocid1.tenancy.oc1..aaaaaaaaemulatortenancy";
+
+/// One failure the token endpoint produces instead of its normal answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fault {
+    /// Answer this HTTP status with an OAuth error body (`server_error`,
+    /// `temporarily_unavailable`, ...).
+    Status(u16),
+    /// Answer 429 with `Retry-After: <seconds>`.
+    TooManyRequests {
+        /// The `Retry-After` value in seconds.
+        retry_after_secs: u64,
+    },
+    /// Wait this long, then answer normally.
+    Delay(Duration),
+    /// Answer 200 with a body that is not JSON.
+    GarbageBody,
+    /// Close the connection without answering.
+    DropConnection,
+    /// Answer 302 to another URL.
+    Redirect,
+    /// Answer exactly this status and body (`application/json`).
+    Respond {
+        /// The HTTP status.
+        status: u16,
+        /// The body.
+        body: String,
+    },
+    /// Issue a UPST bound to a different public key than the one sent.
+    MismatchedKey,
+}
+
+/// Requests counted by the emulator.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Counters {
+    /// Requests to the token endpoint (any outcome, faults included).
+    pub exchange_requests: u64,
+    /// Session tokens issued.
+    pub exchanges: u64,
+    /// Session tokens issued per subject (`sub` of the user token).
+    pub exchanges_by_subject: HashMap<String, u64>,
+    /// Control-plane requests whose signature verified.
+    pub verified_requests: u64,
+    /// Control-plane requests rejected with 401.
+    pub rejected_requests: u64,
+}
+
+/// The last request the token endpoint received, as parsed by it.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct RecordedExchange {
+    /// The `content-type` header.
+    pub content_type: Option<String>,
+    /// Whether an `Authorization: Basic` header was sent.
+    pub basic_auth: bool,
+    /// The form fields, in order, with `subject_token` replaced by `[redacted]`.
+    pub form: Vec<(String, String)>,
+}
+
+/// Options for a demo user token ([`Emulator::mint_user_token_with`]).
+#[derive(Clone, Debug)]
+pub struct UserTokenOptions {
+    subject: String,
+    ttl: Duration,
+    jti: Option<String>,
+    audience: Option<String>,
+    scope: Option<String>,
+    issuer: Option<String>,
+    extra: Map<String, Value>,
+}
+
+impl UserTokenOptions {
+    /// A token for `subject` (e.g. `alice@example.com`), valid for one hour, with a
+    /// random `jti`, scope `openid` and no audience.
+    #[must_use]
+    pub fn new(subject: impl Into<String>) -> Self {
+        Self {
+            subject: subject.into(),
+            ttl: Duration::from_secs(3600),
+            jti: Some(random_id()),
+            audience: None,
+            scope: Some("openid".into()),
+            issuer: None,
+            extra: Map::new(),
+        }
+    }
+
+    /// Lifetime from now (zero makes an already-expired token).
+    #[must_use]
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Sets the `jti`.
+    #[must_use]
+    pub fn jti(mut self, jti: impl Into<String>) -> Self {
+        self.jti = Some(jti.into());
+        self
+    }
+
+    /// Leaves out the `jti` claim.
+    #[must_use]
+    pub fn without_jti(mut self) -> Self {
+        self.jti = None;
+        self
+    }
+
+    /// Sets the `aud` claim.
+    #[must_use]
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = Some(audience.into());
+        self
+    }
+
+    /// Sets the `scope` claim (space-separated).
+    #[must_use]
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = Some(scope.into());
+        self
+    }
+
+    /// Overrides the `iss` claim (to test a token from an untrusted issuer).
+    #[must_use]
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = Some(issuer.into());
+        self
+    }
+
+    /// Adds any other claim.
+    #[must_use]
+    pub fn claim(mut self, name: impl Into<String>, value: Value) -> Self {
+        self.extra.insert(name.into(), value);
+        self
+    }
+}
+
+/// Configures an [`Emulator`].
+#[derive(Debug)]
+pub struct EmulatorBuilder {
+    client_id: String,
+    client_secret: SecretString,
+    upst_ttl: Duration,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for EmulatorBuilder {
+    fn default() -> Self {
+        Self {
+            client_id: "emulator-client".into(),
+            client_secret: SecretString::new("emulator-secret"),
+            upst_ttl: Duration::from_secs(3600),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl EmulatorBuilder {
+    /// The OAuth client allowed to exchange tokens (default `emulator-client` /
+    /// `emulator-secret`).
+    #[must_use]
+    pub fn client_credentials(
+        mut self,
+        id: impl Into<String>,
+        secret: impl Into<SecretString>,
+    ) -> Self {
+        self.client_id = id.into();
+        self.client_secret = secret.into();
+        self
+    }
+
+    /// Longest lifetime of an issued UPST (default 60 minutes, as OCI); a UPST never
+    /// outlives its subject token.
+    #[must_use]
+    pub fn upst_ttl(mut self, ttl: Duration) -> Self {
+        self.upst_ttl = ttl;
+        self
+    }
+
+    /// The clock for issuing and checking tokens (default: the system clock).
+    #[must_use]
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Generates the emulator's keys (on a blocking thread) and starts serving.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Transport`] if no loopback port can be bound,
+    /// [`ErrorKind::Crypto`] if key generation fails.
+    pub async fn start(self) -> Result<Emulator> {
+        let keys = tokio::task::spawn_blocking(|| {
+            Ok::<_, Error>((
+                SigningKey::generate(KeySize::Rsa2048)?,
+                SigningKey::generate(KeySize::Rsa2048)?,
+            ))
+        })
+        .await
+        .map_err(|_| Error::new(ErrorKind::Crypto, "key generation task failed"))??;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .map_err(|e| {
+                Error::new(ErrorKind::Transport, "cannot bind a loopback port").with_source(e)
+            })?;
+        let addr = listener.local_addr().map_err(|e| {
+            Error::new(ErrorKind::Transport, "cannot read the bound address").with_source(e)
+        })?;
+        let base = format!("http://{addr}");
+        let state = Arc::new(State {
+            issuer: base.clone(),
+            client_id: self.client_id,
+            client_secret: self.client_secret,
+            user_key: keys.0,
+            upst_key: keys.1,
+            upst_ttl: self.upst_ttl,
+            clock: self.clock,
+            counters: Mutex::new(Counters::default()),
+            faults: Mutex::new(VecDeque::new()),
+            reject_next_upsts: AtomicU32::new(0),
+            last_exchange: Mutex::new(None),
+            request_ids: AtomicU64::new(0),
+        });
+        let task = tokio::spawn(server::serve(listener, Arc::clone(&state)));
+        let base_url = Url::parse(&base)
+            .map_err(|_| Error::new(ErrorKind::Transport, "bound address is not a url"))?;
+        Ok(Emulator {
+            addr,
+            base_url,
+            state,
+            task,
+        })
+    }
+}
+
+pub(crate) struct State {
+    issuer: String,
+    client_id: String,
+    client_secret: SecretString,
+    user_key: SigningKey,
+    upst_key: SigningKey,
+    upst_ttl: Duration,
+    clock: Arc<dyn Clock>,
+    counters: Mutex<Counters>,
+    faults: Mutex<VecDeque<Fault>>,
+    reject_next_upsts: AtomicU32,
+    last_exchange: Mutex<Option<RecordedExchange>>,
+    request_ids: AtomicU64,
+}
+
+impl State {
+    fn counters(&self) -> std::sync::MutexGuard<'_, Counters> {
+        self.counters.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn next_fault(&self) -> Option<Fault> {
+        self.faults
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop_front()
+    }
+
+    fn request_id(&self) -> String {
+        format!(
+            "emulator-{:016x}",
+            self.request_ids.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    fn now_secs(&self) -> u64 {
+        unix_secs(self.clock.now())
+    }
+}
+
+/// A running emulator. Dropping it stops the server and closes its connections.
+pub struct Emulator {
+    addr: SocketAddr,
+    base_url: Url,
+    state: Arc<State>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Emulator")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Emulator {
+    /// Starts an emulator with the defaults (see [`EmulatorBuilder`]).
+    ///
+    /// # Errors
+    /// As [`EmulatorBuilder::start`].
+    pub async fn start() -> Result<Self> {
+        EmulatorBuilder::default().start().await
+    }
+
+    /// A builder.
+    #[must_use]
+    pub fn builder() -> EmulatorBuilder {
+        EmulatorBuilder::default()
+    }
+
+    /// The loopback address it listens on.
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The identity domain URL (`http://127.0.0.1:<port>`), for
+    /// [`TokenExchange`](crate::TokenExchange)'s `domain_url`. Also the issuer of
+    /// its user tokens.
+    #[must_use]
+    pub fn domain_url(&self) -> &Url {
+        &self.base_url
+    }
+
+    /// Base URL of the emulated OCI control plane (the same server): any path that
+    /// is not an identity-domain path is a signed API call.
+    #[must_use]
+    pub fn api_url(&self) -> &Url {
+        &self.base_url
+    }
+
+    /// The issuer (`iss`) of the demo user tokens.
+    #[must_use]
+    pub fn issuer(&self) -> &str {
+        &self.state.issuer
+    }
+
+    /// The OAuth client id the token endpoint accepts.
+    #[must_use]
+    pub fn client_id(&self) -> &str {
+        &self.state.client_id
+    }
+
+    /// The OAuth client secret the token endpoint accepts.
+    #[must_use]
+    pub fn client_secret(&self) -> &SecretString {
+        &self.state.client_secret
+    }
+
+    /// The user OCID the emulator assigns to a subject.
+    #[must_use]
+    pub fn user_ocid(subject: &str) -> String {
+        let digest = crate::key::sha256(subject.as_bytes());
+        let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        format!("ocid1.user.oc1..aaaaaaaa{hex}")
+    }
+
+    /// A demo user token (RS256 JWT signed with the key in the emulator's JWKS) for
+    /// `subject`, valid for one hour.
+    #[must_use]
+    pub fn mint_user_token(&self, subject: &str) -> String {
+        self.mint_user_token_with(&UserTokenOptions::new(subject))
+    }
+
+    /// A demo user token with the given options.
+    #[must_use]
+    pub fn mint_user_token_with(&self, options: &UserTokenOptions) -> String {
+        let now = self.state.now_secs();
+        let mut claims = options.extra.clone();
+        claims.insert(
+            "iss".into(),
+            json!(options.issuer.as_deref().unwrap_or(&self.state.issuer)),
+        );
+        claims.insert("sub".into(), json!(options.subject));
+        claims.insert("iat".into(), json!(now));
+        claims.insert("exp".into(), json!(now + options.ttl.as_secs()));
+        claims.insert("client_id".into(), json!(self.state.client_id));
+        if let Some(jti) = &options.jti {
+            claims.insert("jti".into(), json!(jti));
+        }
+        if let Some(aud) = &options.audience {
+            claims.insert("aud".into(), json!(aud));
+        }
+        if let Some(scope) = &options.scope {
+            claims.insert("scope".into(), json!(scope));
+        }
+        jws::sign(&self.state.user_key, USER_TOKEN_KID, &claims)
+    }
+
+    /// Makes the next `times` token-endpoint requests fail with `fault` (queued after
+    /// any faults already injected).
+    pub fn inject_fault(&self, fault: Fault, times: usize) {
+        let mut faults = self
+            .state
+            .faults
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        faults.extend(std::iter::repeat_n(fault, times));
+    }
+
+    /// Makes the control plane reject the next `times` correctly signed requests with
+    /// 401, as OCI does for a session token it no longer accepts.
+    pub fn reject_next_session_tokens(&self, times: u32) {
+        self.state
+            .reject_next_upsts
+            .fetch_add(times, Ordering::SeqCst);
+    }
+
+    /// A snapshot of the counters.
+    #[must_use]
+    pub fn counters(&self) -> Counters {
+        self.state.counters().clone()
+    }
+
+    /// Session tokens issued for `subject` so far.
+    #[must_use]
+    pub fn exchanges_for(&self, subject: &str) -> u64 {
+        self.state
+            .counters()
+            .exchanges_by_subject
+            .get(subject)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The last request the token endpoint received.
+    #[must_use]
+    pub fn last_exchange(&self) -> Option<RecordedExchange> {
+        self.state
+            .last_exchange
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A random 128-bit hex id (not cryptographic; the emulator is a test tool).
+fn random_id() -> String {
+    let a = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let b = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    format!("{a:016x}{b:016x}")
+}

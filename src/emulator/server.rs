@@ -1,0 +1,513 @@
+//! The emulator's HTTP server: routing, the identity domain and the control plane.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use serde_json::{Map, Value, json};
+
+use super::{
+    EMULATOR_TENANCY_OCID, Emulator, Fault, RecordedExchange, State, UPST_KID, USER_TOKEN_KID, jws,
+    random_id,
+};
+use crate::error::{Error, ErrorKind, Result};
+use crate::key::PublicKey;
+use crate::signing::{KeyId, SignableBody, SignableRequest, VerifyOptions, verify};
+
+const TOKEN_PATH: &str = "/oauth2/v1/token";
+const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
+const JWKS_PATH: &str = "/admin/v1/SigningCert/jwk";
+const MAX_BODY: usize = 1024 * 1024;
+const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const UPST_TYPE: &str = "urn:oci:token-type:oci-upst";
+const RPST_TYPE: &str = "urn:oci:token-type:oci-rpst";
+
+/// Returned by a handler to close the connection without an answer.
+#[derive(Debug)]
+pub(super) struct DropConnection;
+
+impl std::fmt::Display for DropConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped by fault injection")
+    }
+}
+
+impl std::error::Error for DropConnection {}
+
+type Reply = std::result::Result<Response<Full<Bytes>>, DropConnection>;
+
+pub(super) async fn serve(listener: tokio::net::TcpListener, state: Arc<State>) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let state = Arc::clone(&state);
+        connections.spawn(async move {
+            let service = hyper::service::service_fn(move |req| handle(Arc::clone(&state), req));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+        while connections.try_join_next().is_some() {}
+    }
+}
+
+async fn handle(state: Arc<State>, request: Request<Incoming>) -> Reply {
+    let request_id = state.request_id();
+    let (parts, body) = request.into_parts();
+    let body = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            return Ok(json_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &json!({"code": "PayloadTooLarge"}),
+            ));
+        }
+    };
+    let path = parts.uri.path();
+    let mut response = if path == TOKEN_PATH {
+        token_endpoint(&state, &parts, &body).await?
+    } else if path == DISCOVERY_PATH && parts.method == Method::GET {
+        let base = &state.issuer;
+        json_response(
+            StatusCode::OK,
+            &json!({
+                "issuer": base,
+                "token_endpoint": format!("{base}{TOKEN_PATH}"),
+                "jwks_uri": format!("{base}{JWKS_PATH}"),
+                "response_types_supported": ["code"],
+                "subject_types_supported": ["public"],
+                "id_token_signing_alg_values_supported": ["RS256"],
+                "grant_types_supported": ["client_credentials", GRANT_TYPE],
+            }),
+        )
+    } else if path == JWKS_PATH && parts.method == Method::GET {
+        let key = state.user_key.public_key();
+        json_response(
+            StatusCode::OK,
+            &json!({"keys": [{
+                "kty": "RSA", "kid": USER_TOKEN_KID, "use": "sig", "alg": "RS256",
+                "n": key.jwk_n(), "e": key.jwk_e(),
+            }]}),
+        )
+    } else {
+        control_plane(&state, &parts, &body)
+    };
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("opc-request-id", value);
+    }
+    Ok(response)
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn oauth_error(status: StatusCode, code: &str, description: &str) -> Response<Full<Bytes>> {
+    let mut response = json_response(
+        status,
+        &json!({"error": code, "error_description": description}),
+    );
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"identity\""),
+        );
+    }
+    response
+}
+
+async fn token_endpoint(state: &State, parts: &http::request::Parts, body: &[u8]) -> Reply {
+    state.counters().exchange_requests += 1;
+    match state.next_fault() {
+        Some(Fault::Status(code)) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let error = if status.is_server_error() {
+                "server_error"
+            } else {
+                "invalid_request"
+            };
+            return Ok(oauth_error(status, error, "injected fault"));
+        }
+        Some(Fault::TooManyRequests { retry_after_secs }) => {
+            let mut response = oauth_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "temporarily_unavailable",
+                "slow down",
+            );
+            response.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs),
+            );
+            return Ok(response);
+        }
+        Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
+        Some(Fault::GarbageBody) => {
+            let mut response =
+                Response::new(Full::new(Bytes::from_static(b"<html>not json</html>")));
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html"),
+            );
+            return Ok(response);
+        }
+        Some(Fault::DropConnection) => return Err(DropConnection),
+        Some(Fault::Respond { status, body }) => {
+            let mut response = Response::new(Full::new(Bytes::from(body)));
+            *response.status_mut() =
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            return Ok(response);
+        }
+        Some(Fault::MismatchedKey) => {
+            return Ok(match exchange(state, parts, body, true) {
+                Ok(token) => json_response(StatusCode::OK, &json!({"token": token})),
+                Err(response) => *response,
+            });
+        }
+        Some(Fault::Redirect) => {
+            let mut response = Response::new(Full::new(Bytes::new()));
+            *response.status_mut() = StatusCode::FOUND;
+            response.headers_mut().insert(
+                http::header::LOCATION,
+                HeaderValue::from_static("http://127.0.0.1:9/elsewhere"),
+            );
+            return Ok(response);
+        }
+        None => {}
+    }
+    Ok(match exchange(state, parts, body, false) {
+        Ok(token) => json_response(StatusCode::OK, &json!({"token": token})),
+        Err(response) => *response,
+    })
+}
+
+type Refusal = Box<Response<Full<Bytes>>>;
+
+fn refuse(status: StatusCode, code: &str, description: &str) -> Refusal {
+    Box::new(oauth_error(status, code, description))
+}
+
+/// Validates a token-exchange request as the identity domain does and issues a UPST.
+fn exchange(
+    state: &State,
+    parts: &http::request::Parts,
+    body: &[u8],
+    bind_other_key: bool,
+) -> std::result::Result<String, Refusal> {
+    let header = |name| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    let content_type = header(http::header::CONTENT_TYPE).map(str::to_owned);
+    let authorization = header(http::header::AUTHORIZATION);
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
+    *state
+        .last_exchange
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(RecordedExchange {
+        content_type: content_type.clone(),
+        basic_auth: authorization.is_some_and(|a| a.starts_with("Basic ")),
+        form: form
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    if k == "subject_token" {
+                        "[redacted]".into()
+                    } else {
+                        v.clone()
+                    },
+                )
+            })
+            .collect(),
+    });
+
+    if parts.method != Method::POST {
+        return Err(refuse(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request",
+            "the token endpoint takes POST",
+        ));
+    }
+    if content_type
+        .as_deref()
+        .and_then(|c| c.split(';').next())
+        .map(str::trim)
+        != Some("application/x-www-form-urlencoded")
+    {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "content type must be application/x-www-form-urlencoded",
+        ));
+    }
+    let credentials = authorization
+        .and_then(|a| a.strip_prefix("Basic "))
+        .and_then(|b| STANDARD.decode(b.trim()).ok())
+        .and_then(|b| String::from_utf8(b).ok());
+    let expected = format!(
+        "{}:{}",
+        state.client_id,
+        state.client_secret.expose_secret()
+    );
+    if credentials.as_deref().map(str::as_bytes) != Some(expected.as_bytes()) {
+        return Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "client authentication failed",
+        ));
+    }
+    let mut fields = std::collections::HashMap::new();
+    for (k, v) in &form {
+        if fields.insert(k.as_str(), v.as_str()).is_some() {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "repeated form field",
+            ));
+        }
+    }
+    let field = |name: &str| fields.get(name).copied();
+    if field("grant_type") != Some(GRANT_TYPE) {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "grant_type must be token-exchange",
+        ));
+    }
+    let requested = field("requested_token_type");
+    if requested == Some(RPST_TYPE) {
+        if field("res_type").is_none_or(str::is_empty) {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "res_type is required for an rpst",
+            ));
+        }
+    } else if requested != Some(UPST_TYPE) {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "unsupported requested_token_type",
+        ));
+    }
+    if field("subject_token_type") != Some("jwt") {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "subject_token_type must be 'jwt'",
+        ));
+    }
+    let subject_token = field("subject_token").ok_or_else(|| {
+        refuse(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "subject_token is required",
+        )
+    })?;
+    let subject = jws::verify(subject_token, state.user_key.public_key(), USER_TOKEN_KID)
+        .ok_or_else(|| {
+            refuse(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "subject token signature is not valid",
+            )
+        })?;
+    if subject.get("iss").and_then(Value::as_str) != Some(state.issuer.as_str()) {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "subject token issuer is not trusted",
+        ));
+    }
+    let now = state.now_secs();
+    let subject_exp = subject.get("exp").and_then(Value::as_u64).unwrap_or(0);
+    if subject_exp <= now {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "subject token has expired",
+        ));
+    }
+    let sub = subject
+        .get("sub")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    if sub.is_empty() {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "subject token has no subject",
+        ));
+    }
+    let public_key_b64 = field("public_key").ok_or_else(|| {
+        refuse(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "public_key is required",
+        )
+    })?;
+    if public_key_b64.contains(['-', '_', '\n', ' ']) || public_key_b64.len() % 4 != 0 {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "public_key must be standard base64 of a der spki",
+        ));
+    }
+    let public_key = PublicKey::from_spki_base64(public_key_b64).map_err(|_| {
+        refuse(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "public_key is not an rsa spki",
+        )
+    })?;
+    if public_key.bits() < 2048 {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "public_key must be at least 2048 bits",
+        ));
+    }
+
+    let exp = subject_exp.min(now + state.upst_ttl.as_secs());
+    let mut claims = Map::new();
+    claims.insert("sub".into(), json!(Emulator::user_ocid(&sub)));
+    claims.insert("tenant".into(), json!(EMULATOR_TENANCY_OCID));
+    claims.insert("iss".into(), json!("authService.oracle.com"));
+    claims.insert("ptype".into(), json!("user"));
+    claims.insert("ttype".into(), json!("upst"));
+    claims.insert("sess_exp".into(), json!(subject_exp));
+    claims.insert("iat".into(), json!(now));
+    claims.insert("exp".into(), json!(exp));
+    claims.insert("jti".into(), json!(random_id()));
+    let bound = if bind_other_key {
+        state.user_key.public_key()
+    } else {
+        &public_key
+    };
+    claims.insert("jwk".into(), json!(bound.to_jwk_json(Some("session"))));
+    let upst = jws::sign(&state.upst_key, UPST_KID, &claims);
+    let mut counters = state.counters();
+    counters.exchanges += 1;
+    *counters.exchanges_by_subject.entry(sub).or_insert(0) += 1;
+    Ok(upst)
+}
+
+/// Verifies the OCI signature of an API call and echoes who made it.
+fn control_plane(
+    state: &State,
+    parts: &http::request::Parts,
+    body: &Bytes,
+) -> Response<Full<Bytes>> {
+    match authenticate(state, parts, body) {
+        Ok(principal) => {
+            state.counters().verified_requests += 1;
+            let echo = serde_json::from_slice::<Value>(body).unwrap_or(Value::Null);
+            json_response(
+                StatusCode::OK,
+                &json!({
+                    "principal": principal,
+                    "method": parts.method.as_str(),
+                    "path": parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+                    "bodyLength": body.len(),
+                    "body": echo,
+                }),
+            )
+        }
+        Err(err) => {
+            state.counters().rejected_requests += 1;
+            json_response(
+                StatusCode::UNAUTHORIZED,
+                &json!({"code": "NotAuthenticated", "message": err.to_string()}),
+            )
+        }
+    }
+}
+
+fn authenticate(state: &State, parts: &http::request::Parts, body: &Bytes) -> Result<Value> {
+    let host = parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .ok_or_else(|| Error::new(ErrorKind::SignatureRejected, "request has no host header"))?;
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let request = SignableRequest::from_parts(
+        parts.method.as_str(),
+        host,
+        target,
+        &parts.headers,
+        SignableBody::Bytes(body),
+    );
+    // OCI signs uploads (Object Storage PutObject) without body headers.
+    let upload = parts.method == Method::PUT && target.starts_with("/n/") && target.contains("/o/");
+    let options = VerifyOptions::new(state.clock.now()).allow_unsigned_body(upload);
+    let mut principal = Value::Null;
+    verify(&request, &options, |key_id: &KeyId| {
+        let token = key_id.token().ok_or_else(|| {
+            Error::new(
+                ErrorKind::SignatureRejected,
+                "only session-token (ST$) key ids are accepted",
+            )
+        })?;
+        let claims =
+            jws::verify(token, state.upst_key.public_key(), UPST_KID).ok_or_else(|| {
+                Error::new(ErrorKind::SignatureRejected, "session token is not valid")
+            })?;
+        let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
+        if exp <= state.now_secs() {
+            return Err(Error::new(
+                ErrorKind::SignatureRejected,
+                "session token has expired",
+            ));
+        }
+        let jwk: Value = claims
+            .get("jwk")
+            .and_then(Value::as_str)
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or(Value::Null);
+        let key = PublicKey::from_jwk_components(
+            jwk.get("n").and_then(Value::as_str).unwrap_or_default(),
+            jwk.get("e").and_then(Value::as_str).unwrap_or_default(),
+        )
+        .map_err(|_| {
+            Error::new(
+                ErrorKind::SignatureRejected,
+                "session token has no usable jwk",
+            )
+        })?;
+        principal = json!({"userId": claims.get("sub"), "tenantId": claims.get("tenant")});
+        Ok(key)
+    })?;
+    let rejections = &state.reject_next_upsts;
+    if rejections
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return Err(Error::new(
+            ErrorKind::SignatureRejected,
+            "session token is no longer accepted",
+        ));
+    }
+    Ok(principal)
+}
