@@ -88,6 +88,7 @@ impl Error {
         self
     }
 
+    #[cfg_attr(not(any(feature = "reqwest", feature = "emulator")), allow(dead_code))]
     pub(crate) fn with_source(
         mut self,
         source: impl std::error::Error + Send + Sync + 'static,

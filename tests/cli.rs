@@ -7,9 +7,9 @@
     clippy::panic
 )]
 
-use std::path::PathBuf;
+mod common;
+
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
 use serde_json::Value;
 
@@ -19,49 +19,8 @@ const USER: &str = "ocid1.user.oc1..aaaaaaaat5nvwcna5j6aqzjcaty5eqbb6qt2jvpkangh
 const FINGERPRINT: &str = "20:3b:97:13:55:1c:5b:0d:d3:37:d8:50:4e:c5:3a:34";
 const DATE: &str = "Thu, 05 Jan 2014 21:31:40 GMT";
 
-/// Builds the example once, with this test's features, and returns its path.
-fn sign_binary() -> &'static PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let mut features = Vec::new();
-        if cfg!(feature = "aws-lc-rs") {
-            features.push("aws-lc-rs");
-        }
-        if cfg!(feature = "rust-crypto") {
-            features.push("rust-crypto");
-        }
-        if cfg!(feature = "reqwest") {
-            features.push("reqwest");
-        }
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let out = Command::new(cargo)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args([
-                "build",
-                "--quiet",
-                "--example",
-                "sign",
-                "--message-format=json",
-            ])
-            .args(["--no-default-features", "--features", &features.join(",")])
-            .output()
-            .expect("cargo runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|m| m["target"]["name"] == "sign")
-            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-            .expect("cargo reports the example's executable")
-    })
-}
-
 fn run(args: &[&str]) -> Output {
-    Command::new(sign_binary())
+    Command::new(common::example("sign"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(args)
         .output()
