@@ -43,6 +43,12 @@ fn benches(c: &mut Criterion) {
     let no_headers = HeaderMap::new();
     let body = vec![b'x'; 1024];
 
+    // SHA-256 of a 2 KiB access token: the cost of binding a cache entry to its token.
+    let token = vec![b'a'; 2048];
+    c.bench_function("sha256/token_2k", |b| {
+        b.iter(|| oci_token_exchange::sha256(black_box(token.as_slice())));
+    });
+
     for &backend in KeyBackend::ALL {
         let key = SigningKey::from_pem_with(PEM, backend).expect("key");
         let params = SigningParams::new(&key, &key_id, time);

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 /// What went wrong, in a form a program can match on.
 ///
@@ -31,6 +32,11 @@ pub enum ErrorKind {
     SignatureRejected,
     /// The cryptographic backend failed unexpectedly.
     Crypto,
+    /// A token presents the id (`iss`, `jti`) of a different cached token; it gets an
+    /// error, never that token's signer.
+    SubjectTokenConflict,
+    /// An internal task ended without a result (a bug or a runtime shutting down).
+    Internal,
     /// A configuration value is invalid (domain URL, client id, timeouts, ...); found
     /// when building, before any network use.
     InvalidConfig,
@@ -55,11 +61,14 @@ pub enum ErrorKind {
 ///
 /// Messages are lowercase, name the failing part, and never contain tokens, secrets,
 /// keys or signatures.
+///
+/// Cloning is cheap; a refresh that fails hands the same error to every waiter.
+#[derive(Clone)]
 pub struct Error {
     kind: ErrorKind,
     message: Cow<'static, str>,
     http: Option<Box<HttpDetails>>,
-    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
 /// What an HTTP error response said, minus anything secret.
@@ -93,7 +102,7 @@ impl Error {
         mut self,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
-        self.source = Some(Box::new(source));
+        self.source = Some(Arc::new(source));
         self
     }
 

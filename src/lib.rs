@@ -5,6 +5,8 @@
     doc = "Call OCI APIs as the user who logged in. Build the docs with `--all-features` for the full guide."
 )]
 
+#[cfg(feature = "reqwest")]
+mod cache;
 mod clock;
 #[cfg(feature = "emulator")]
 mod emulator;
@@ -15,8 +17,12 @@ mod exchange;
 mod jwt;
 mod key;
 mod secret;
+#[cfg(feature = "reqwest")]
+mod session;
 mod signing;
 
+#[cfg(feature = "reqwest")]
+pub use cache::{CacheStats, SignerCache, SignerCacheBuilder};
 pub use clock::{Clock, FixedClock, SystemClock};
 #[cfg(feature = "emulator")]
 pub use emulator::{
@@ -29,8 +35,14 @@ pub use exchange::{
     ClientAuthentication, ClientSecretBasic, RequestedToken, TokenExchange, TokenExchangeBuilder,
     Upst, commercial_domain_url,
 };
+#[cfg(feature = "reqwest")]
+pub use key::KeyPool;
 pub use key::{KeyBackend, KeySize, PublicKey, SigningKey, sha256};
 pub use secret::SecretString;
+#[cfg(feature = "reqwest")]
+pub use session::{
+    BoxFuture, Session, SubjectTokenSource, TokenExchangeSigner, TokenExchangeSignerBuilder,
+};
 #[cfg(feature = "reqwest")]
 pub use signing::sign_reqwest_request;
 pub use signing::{

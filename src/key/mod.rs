@@ -3,6 +3,8 @@
 
 mod der;
 mod pem;
+#[cfg(feature = "reqwest")]
+mod pool;
 
 #[cfg(feature = "aws-lc-rs")]
 mod aws_legacy;
@@ -14,6 +16,8 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 
 use crate::error::{Error, ErrorKind, Result};
 use der::RsaPublicParts;
+#[cfg(feature = "reqwest")]
+pub use pool::KeyPool;
 
 #[cfg(not(any(feature = "aws-lc-rs", feature = "rust-crypto")))]
 compile_error!("enable a crypto backend: feature `aws-lc-rs` (default) or `rust-crypto`");

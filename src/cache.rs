@@ -1,0 +1,369 @@
+//! One signer per user token: bounded, expiring, single-flight, never shared
+//! between users.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use moka::Expiry;
+use moka::future::Cache;
+use moka::notification::RemovalCause;
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, ErrorKind, Result};
+use crate::exchange::{TokenExchange, check_subject};
+use crate::key::KeyPool;
+use crate::secret::SecretString;
+use crate::session::{DEFAULT_REFRESH_MARGIN, ExchangeStats, TokenExchangeSigner};
+
+/// Default number of users' signers kept.
+pub(crate) const DEFAULT_CAPACITY: u64 = 10_000;
+
+type FastHash = foldhash::fast::RandomState;
+
+/// A whole access token as a cache key: equal only to the very same token.
+#[derive(Clone)]
+struct TokenKey(Arc<SecretString>);
+
+impl PartialEq for TokenKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.expose_secret() == other.0.expose_secret()
+    }
+}
+
+impl Eq for TokenKey {}
+
+impl Hash for TokenKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.expose_secret().hash(state);
+    }
+}
+
+// Lookups by `&str` avoid copying the token; hashing and equality agree with `str`.
+impl std::borrow::Borrow<str> for TokenKey {
+    fn borrow(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+/// A token's identity as its issuer states it.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct TokenId {
+    iss: Option<String>,
+    jti: String,
+}
+
+#[derive(Clone)]
+struct Entry {
+    /// The subject token's `exp`: the entry's lifetime.
+    expires_at: SystemTime,
+    signer: Arc<TokenExchangeSigner>,
+}
+
+/// Entries live until their token's `exp`.
+struct UntilTokenExpiry(Arc<dyn Clock>);
+
+impl UntilTokenExpiry {
+    fn remaining(&self, expires_at: SystemTime) -> Option<Duration> {
+        Some(
+            expires_at
+                .duration_since(self.0.now())
+                .unwrap_or(Duration::ZERO),
+        )
+    }
+}
+
+impl Expiry<TokenKey, Entry> for UntilTokenExpiry {
+    fn expire_after_create(&self, _: &TokenKey, entry: &Entry, _: Instant) -> Option<Duration> {
+        self.remaining(entry.expires_at)
+    }
+}
+
+impl Expiry<TokenId, (TokenKey, SystemTime)> for UntilTokenExpiry {
+    fn expire_after_create(
+        &self,
+        _: &TokenId,
+        value: &(TokenKey, SystemTime),
+        _: Instant,
+    ) -> Option<Duration> {
+        self.remaining(value.1)
+    }
+}
+
+/// Counters of a [`SignerCache`]; see [`SignerCache::stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// Lookups that found the token's signer.
+    pub hits: u64,
+    /// Lookups that created a signer.
+    pub misses: u64,
+    /// Successful token exchanges by the cache's signers.
+    pub exchanges: u64,
+    /// Failed token exchanges.
+    pub failures: u64,
+    /// Entries evicted for capacity or expiry.
+    pub evictions: u64,
+    /// Tokens refused because another cached token holds their (`iss`, `jti`).
+    pub conflicts: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    evictions: AtomicU64,
+    conflicts: AtomicU64,
+}
+
+struct Inner {
+    /// Signers by the exact token that created them.
+    entries: Cache<TokenKey, Entry, FastHash>,
+    /// Which token holds each (`iss`, `jti`).
+    ids: Cache<TokenId, (TokenKey, SystemTime), FastHash>,
+    exchange: TokenExchange,
+    pool: KeyPool,
+    clock: Arc<dyn Clock>,
+    margin: Duration,
+    counters: Arc<Counters>,
+    exchange_stats: Arc<ExchangeStats>,
+}
+
+/// One [`TokenExchangeSigner`] per user token, for servers that act for many users.
+///
+/// - **Isolation**: a signer is filed under the exact token that created it and is
+///   returned only for that token. A different token presenting the same issuer
+///   and `jti` gets [`ErrorKind::SubjectTokenConflict`], and the entry is not
+///   replaced; tokens without `jti` are told apart by their full text, never by a
+///   shared key.
+/// - **Lifetime**: an entry lives until its token's `exp`; an expired token is
+///   refused and never reaches its signer. At most `capacity` entries are kept
+///   (default 10 000); the least useful are evicted.
+/// - **One exchange**: concurrent first calls for one token create one signer,
+///   whose single-flight refresh makes one exchange. Failed exchanges are not
+///   cached.
+/// - **Fast hits**: a hit hashes the token once (foldhash, randomly seeded) and
+///   compares it byte for byte; no JWT parsing, no SHA-256.
+///
+/// Cheap to clone; clones share the entries.
+#[derive(Clone)]
+pub struct SignerCache {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for SignerCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignerCache")
+            .field("entries", &self.inner.entries.entry_count())
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`SignerCache`].
+#[derive(Debug)]
+pub struct SignerCacheBuilder {
+    exchange: TokenExchange,
+    capacity: u64,
+    pool: Option<KeyPool>,
+    clock: Option<Arc<dyn Clock>>,
+    margin: Duration,
+}
+
+impl SignerCacheBuilder {
+    /// The most users' signers kept (default 10 000).
+    #[must_use]
+    pub fn capacity(mut self, capacity: u64) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// The key pool shared by all signers (default: a pool of 2 keys).
+    #[must_use]
+    pub fn key_pool(mut self, pool: KeyPool) -> Self {
+        self.pool = Some(pool);
+        self
+    }
+
+    /// The signers' refresh margin (default 5 minutes).
+    #[must_use]
+    pub fn refresh_margin(mut self, margin: Duration) -> Self {
+        self.margin = margin;
+        self
+    }
+
+    /// The clock for expiry decisions (default: the system clock).
+    #[must_use]
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Builds the cache.
+    #[must_use]
+    pub fn build(self) -> SignerCache {
+        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let counters = Arc::new(Counters::default());
+        let listener_counters = Arc::clone(&counters);
+        let entries = Cache::builder()
+            .max_capacity(self.capacity)
+            .expire_after(UntilTokenExpiry(Arc::clone(&clock)))
+            .eviction_listener(move |_key, _entry, cause| {
+                if matches!(cause, RemovalCause::Size | RemovalCause::Expired) {
+                    listener_counters.evictions.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+            .build_with_hasher(FastHash::default());
+        let ids = Cache::builder()
+            .max_capacity(self.capacity)
+            .expire_after(UntilTokenExpiry(Arc::clone(&clock)))
+            .build_with_hasher(FastHash::default());
+        SignerCache {
+            inner: Arc::new(Inner {
+                entries,
+                ids,
+                exchange: self.exchange,
+                pool: self.pool.unwrap_or_default(),
+                clock,
+                margin: self.margin,
+                counters,
+                exchange_stats: Arc::default(),
+            }),
+        }
+    }
+}
+
+fn expired() -> Error {
+    Error::new(
+        ErrorKind::SubjectTokenExpired,
+        "subject token has expired; the user must log in again",
+    )
+}
+
+fn conflict() -> Error {
+    Error::new(
+        ErrorKind::SubjectTokenConflict,
+        "another token with the same issuer and jti is cached; refusing to share its signer",
+    )
+}
+
+impl SignerCache {
+    /// A builder for a cache whose signers exchange through `exchange`.
+    #[must_use]
+    pub fn builder(exchange: TokenExchange) -> SignerCacheBuilder {
+        SignerCacheBuilder {
+            exchange,
+            capacity: DEFAULT_CAPACITY,
+            pool: None,
+            clock: None,
+            margin: DEFAULT_REFRESH_MARGIN,
+        }
+    }
+
+    /// The signer for `token` (a user's access token), created if needed. No
+    /// exchange happens here: the signer exchanges on first use.
+    ///
+    /// # Errors
+    /// [`ErrorKind::SubjectTokenMalformed`] for a token that is not a JWT or has no
+    /// `exp`, [`ErrorKind::SubjectTokenExpired`] for an expired one,
+    /// [`ErrorKind::SubjectTokenConflict`] for a token whose issuer and `jti`
+    /// belong to another cached token.
+    pub async fn signer_for(&self, token: &SecretString) -> Result<Arc<TokenExchangeSigner>> {
+        let inner = &self.inner;
+        if let Some(entry) = inner.entries.get(token.expose_secret()).await {
+            if entry.expires_at <= inner.clock.now() {
+                inner.entries.invalidate(token.expose_secret()).await;
+                return Err(expired());
+            }
+            inner.counters.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(entry.signer);
+        }
+
+        // Miss: read the token, claim its id, create its signer.
+        let claims = check_subject(token.expose_secret(), inner.clock.now())?;
+        let key = TokenKey(Arc::new(token.clone()));
+        let expires_at = claims.time("exp").ok_or_else(|| {
+            Error::new(
+                ErrorKind::SubjectTokenMalformed,
+                "subject token has no exp claim, so its signer's lifetime is unbounded",
+            )
+        })?;
+        if let Some(jti) = claims.str("jti").filter(|j| !j.is_empty()) {
+            let id = TokenId {
+                iss: claims.str("iss").map(str::to_owned),
+                jti: jti.to_owned(),
+            };
+            let holder = inner
+                .ids
+                .entry(id.clone())
+                .or_insert_with(async { (key.clone(), expires_at) })
+                .await
+                .into_value();
+            if holder.0 != key {
+                if inner.entries.contains_key(&holder.0) {
+                    inner.counters.conflicts.fetch_add(1, Ordering::Relaxed);
+                    return Err(conflict());
+                }
+                // The holder's signer is gone (evicted or invalidated): take over.
+                inner.ids.insert(id, (key.clone(), expires_at)).await;
+            }
+        }
+        let entry = inner
+            .entries
+            .entry(key.clone())
+            .or_insert_with(async {
+                Entry {
+                    expires_at,
+                    signer: Arc::new(TokenExchangeSigner::for_cached_token(
+                        Arc::clone(&key.0),
+                        inner.exchange.clone(),
+                        inner.pool.clone(),
+                        Arc::clone(&inner.clock),
+                        inner.margin,
+                        Arc::clone(&inner.exchange_stats),
+                    )),
+                }
+            })
+            .await;
+        let counter = if entry.is_fresh() {
+            &inner.counters.misses
+        } else {
+            &inner.counters.hits
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Ok(entry.into_value().signer)
+    }
+
+    /// Drops the signer of `token`. Only that very token can drop it.
+    pub async fn invalidate(&self, token: &SecretString) {
+        self.inner.entries.invalidate(token.expose_secret()).await;
+    }
+
+    /// The number of cached signers, after pending evictions are applied.
+    pub async fn len(&self) -> u64 {
+        self.inner.entries.run_pending_tasks().await;
+        self.inner.entries.entry_count()
+    }
+
+    /// Whether the cache holds no signer, after pending evictions are applied.
+    pub async fn is_empty(&self) -> bool {
+        self.len().await == 0
+    }
+
+    /// The counters so far.
+    #[must_use]
+    pub fn stats(&self) -> CacheStats {
+        let c = &self.inner.counters;
+        let e = &self.inner.exchange_stats;
+        CacheStats {
+            hits: c.hits.load(Ordering::Relaxed),
+            misses: c.misses.load(Ordering::Relaxed),
+            exchanges: e.exchanges.load(Ordering::Relaxed),
+            failures: e.failures.load(Ordering::Relaxed),
+            evictions: c.evictions.load(Ordering::Relaxed),
+            conflicts: c.conflicts.load(Ordering::Relaxed),
+        }
+    }
+}
