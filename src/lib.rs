@@ -13,6 +13,8 @@ mod emulator;
 mod error;
 #[cfg(feature = "reqwest")]
 mod exchange;
+#[cfg(any(feature = "emulator", feature = "mcp"))]
+mod jws;
 #[cfg(feature = "reqwest")]
 mod jwt;
 mod key;

@@ -186,6 +186,43 @@ impl Shared {
     }
 }
 
+/// Ends a refresh whatever happens to its task: on completion it installs the new
+/// session; if the task panics or is dropped by a runtime shutting down, `Drop`
+/// still clears the in-flight marker (only its own) and releases the waiters.
+struct RefreshGuard {
+    shared: Arc<Shared>,
+    tx: Option<watch::Sender<Outcome>>,
+}
+
+impl RefreshGuard {
+    fn finish(&mut self, result: Result<Arc<Session>>) {
+        let Some(tx) = self.tx.take() else { return };
+        {
+            let mut state = self.shared.state();
+            if state
+                .inflight
+                .as_ref()
+                .is_some_and(|rx| rx.same_channel(&tx.subscribe()))
+            {
+                state.inflight = None;
+            }
+            if let Ok(session) = &result {
+                state.current = Some(Arc::clone(session));
+            }
+        }
+        let _ = tx.send(Some(result));
+    }
+}
+
+impl Drop for RefreshGuard {
+    fn drop(&mut self) {
+        self.finish(Err(Error::new(
+            ErrorKind::Internal,
+            "session refresh was interrupted (task panicked or runtime shut down)",
+        )));
+    }
+}
+
 /// Signs OCI requests as one user, exchanging the user's token for a UPST when
 /// needed.
 ///
@@ -360,15 +397,12 @@ impl TokenExchangeSigner {
                     let shared = Arc::clone(&self.shared);
                     // In its own task: a caller that is cancelled does not cancel it.
                     tokio::spawn(async move {
-                        let result = shared.refresh().await;
-                        {
-                            let mut state = shared.state();
-                            state.inflight = None;
-                            if let Ok(session) = &result {
-                                state.current = Some(Arc::clone(session));
-                            }
-                        }
-                        let _ = tx.send(Some(result));
+                        let mut guard = RefreshGuard {
+                            shared,
+                            tx: Some(tx),
+                        };
+                        let result = guard.shared.refresh().await;
+                        guard.finish(result);
                     });
                     rx
                 }

@@ -457,3 +457,59 @@ fn secrets_stay_out_of_debug_output() {
         "{text}"
     );
 }
+
+/// A token source whose first call panics, as buggy user code might.
+#[derive(Debug)]
+struct PanicsOnce {
+    calls: std::sync::atomic::AtomicU32,
+    token: SecretString,
+}
+
+impl oci_token_exchange::SubjectTokenSource for PanicsOnce {
+    fn subject_token(
+        &self,
+    ) -> oci_token_exchange::BoxFuture<'_, oci_token_exchange::Result<SecretString>> {
+        let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async move {
+            if call == 0 {
+                // Give every waiter time to join this refresh, then fail hard.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                panic!("the first refresh panics");
+            }
+            Ok(self.token.clone())
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_that_panics_releases_its_waiters_and_the_next_one_works() {
+    let w = world(Duration::from_secs(3600)).await;
+    let source = Arc::new(PanicsOnce {
+        calls: 0.into(),
+        token: w.token(UserTokenOptions::new("max")),
+    });
+    let signer = Arc::new(
+        TokenExchangeSigner::builder(w.exchange.clone())
+            .subject_token_source(source)
+            .clock(w.clock.clone())
+            .build()
+            .unwrap(),
+    );
+    let waiters: Vec<_> = (0..10)
+        .map(|_| {
+            let signer = Arc::clone(&signer);
+            tokio::spawn(async move { signer.session().await })
+        })
+        .collect();
+    for waiter in waiters {
+        let err = tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("no waiter hangs")
+            .unwrap()
+            .expect_err("the refresh panicked");
+        assert_eq!(err.kind(), ErrorKind::Internal);
+    }
+    let session = signer.session().await.expect("the next refresh runs");
+    assert_eq!(session.user_ocid(), Emulator::user_ocid("max"));
+    assert_eq!(w.emulator.counters().exchanges, 1);
+}

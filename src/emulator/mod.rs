@@ -6,7 +6,6 @@
 //! expects; it powers the quickstart, this crate's tests, and your own offline
 //! tests. It listens on `127.0.0.1` on a free port and stops when dropped.
 
-mod jws;
 mod server;
 
 use std::collections::{HashMap, VecDeque};
@@ -22,6 +21,7 @@ use url::Url;
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, ErrorKind, Result};
+use crate::jws;
 use crate::key::{KeySize, SigningKey};
 use crate::secret::SecretString;
 
@@ -161,7 +161,8 @@ impl UserTokenOptions {
         self
     }
 
-    /// Adds any other claim.
+    /// Adds any claim, replacing the one the emulator would set (e.g. an `exp` in the
+    /// past, or an `nbf` in the future).
     #[must_use]
     pub fn claim(mut self, name: impl Into<String>, value: Value) -> Self {
         self.extra.insert(name.into(), value);
@@ -401,7 +402,7 @@ impl Emulator {
     #[must_use]
     pub fn mint_user_token_with(&self, options: &UserTokenOptions) -> String {
         let now = self.state.now_secs();
-        let mut claims = options.extra.clone();
+        let mut claims = Map::new();
         claims.insert(
             "iss".into(),
             json!(options.issuer.as_deref().unwrap_or(&self.state.issuer)),
@@ -419,6 +420,7 @@ impl Emulator {
         if let Some(scope) = &options.scope {
             claims.insert("scope".into(), json!(scope));
         }
+        claims.extend(options.extra.clone());
         jws::sign(&self.state.user_key, USER_TOKEN_KID, &claims)
     }
 

@@ -94,30 +94,11 @@ impl KeyPool {
         if inner.refilling.swap(true, Ordering::AcqRel) {
             return;
         }
-        let pool = Arc::clone(inner);
-        drop(tokio::task::spawn_blocking(move || {
-            loop {
-                while pool.len() < pool.target {
-                    match pool.generate() {
-                        Ok(key) => pool
-                            .keys
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .push_back(key),
-                        Err(_) => {
-                            pool.refilling.store(false, Ordering::Release);
-                            return;
-                        }
-                    }
-                }
-                pool.refilling.store(false, Ordering::Release);
-                // A take between the last check and the store above skipped its
-                // refill because this one was running: pick it up.
-                if pool.len() >= pool.target || pool.refilling.swap(true, Ordering::AcqRel) {
-                    return;
-                }
-            }
-        }));
+        let guard = RefillGuard {
+            pool: Arc::clone(inner),
+            armed: true,
+        };
+        drop(tokio::task::spawn_blocking(move || guard.run()));
     }
 
     /// Takes a key: a ready one if there is one, else one generated now on a
@@ -144,6 +125,46 @@ impl KeyPool {
         };
         self.fill();
         Ok(key)
+    }
+}
+
+/// Owns the `refilling` flag while a refill runs; `Drop` releases it even if the
+/// refill panics or its task is dropped unrun (runtime shutting down).
+struct RefillGuard {
+    pool: Arc<PoolInner>,
+    armed: bool,
+}
+
+impl RefillGuard {
+    fn run(mut self) {
+        let pool = Arc::clone(&self.pool);
+        loop {
+            while pool.len() < pool.target {
+                match pool.generate() {
+                    Ok(key) => pool
+                        .keys
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push_back(key),
+                    Err(_) => return,
+                }
+            }
+            pool.refilling.store(false, Ordering::Release);
+            // A take between the last check and the store above skipped its refill
+            // because this one was running: pick it up, unless another fill has.
+            if pool.len() >= pool.target || pool.refilling.swap(true, Ordering::AcqRel) {
+                self.armed = false;
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for RefillGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            self.pool.refilling.store(false, Ordering::Release);
+        }
     }
 }
 
