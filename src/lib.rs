@@ -18,6 +18,8 @@ mod jws;
 #[cfg(feature = "reqwest")]
 mod jwt;
 mod key;
+#[cfg(feature = "mcp")]
+mod mcp;
 mod secret;
 #[cfg(feature = "reqwest")]
 mod session;
@@ -40,6 +42,11 @@ pub use exchange::{
 #[cfg(feature = "reqwest")]
 pub use key::KeyPool;
 pub use key::{KeyBackend, KeySize, PublicKey, SigningKey, sha256};
+#[cfg(feature = "mcp")]
+pub use mcp::{
+    AccessToken, BearerAuth, BearerAuthBuilder, BearerAuthLayer, BearerAuthService,
+    OptionalAccessToken, access_token, tool_error,
+};
 pub use secret::SecretString;
 #[cfg(feature = "reqwest")]
 pub use session::{

@@ -77,6 +77,10 @@ pub struct Counters {
     pub verified_requests: u64,
     /// Control-plane requests rejected with 401.
     pub rejected_requests: u64,
+    /// OIDC discovery documents served.
+    pub discovery_requests: u64,
+    /// JWKS documents served.
+    pub jwks_requests: u64,
 }
 
 /// The last request the token endpoint received, as parsed by it.

@@ -76,6 +76,7 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Reply {
     let mut response = if path == TOKEN_PATH {
         token_endpoint(&state, &parts, &body).await?
     } else if path == DISCOVERY_PATH && parts.method == Method::GET {
+        state.counters().discovery_requests += 1;
         let base = &state.issuer;
         json_response(
             StatusCode::OK,
@@ -90,6 +91,7 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Reply {
             }),
         )
     } else if path == JWKS_PATH && parts.method == Method::GET {
+        state.counters().jwks_requests += 1;
         let key = state.user_key.public_key();
         json_response(
             StatusCode::OK,

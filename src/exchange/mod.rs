@@ -14,6 +14,8 @@ use base64::engine::general_purpose::STANDARD;
 use url::Url;
 
 pub use domain::commercial_domain_url;
+#[cfg(feature = "mcp")]
+pub(crate) use domain::{is_loopback, parse_domain_url};
 pub use upst::Upst;
 
 use crate::clock::{Clock, SystemClock};

@@ -30,6 +30,7 @@ pub fn example(name: &str) -> PathBuf {
         ("rust-crypto", cfg!(feature = "rust-crypto")),
         ("reqwest", cfg!(feature = "reqwest")),
         ("emulator", cfg!(feature = "emulator")),
+        ("mcp", cfg!(feature = "mcp")),
     ]
     .into_iter()
     .filter_map(|(feature, on)| on.then_some(feature))
