@@ -6,7 +6,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 
-use crate::key::{PublicKey, SigningKey};
+use crate::key::PublicKey;
+#[cfg(feature = "emulator")]
+use crate::key::SigningKey;
 
 /// Largest token considered; real ones are a few KiB.
 const MAX_TOKEN_LEN: usize = 64 * 1024;

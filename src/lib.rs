@@ -8,6 +8,8 @@
 #[cfg(feature = "reqwest")]
 mod cache;
 mod clock;
+#[cfg(feature = "reqwest")]
+mod credentials;
 #[cfg(feature = "emulator")]
 mod emulator;
 mod error;
@@ -20,6 +22,8 @@ mod jwt;
 mod key;
 #[cfg(feature = "mcp")]
 mod mcp;
+#[cfg(feature = "middleware")]
+mod middleware;
 mod secret;
 #[cfg(feature = "reqwest")]
 mod session;
@@ -28,6 +32,8 @@ mod signing;
 #[cfg(feature = "reqwest")]
 pub use cache::{CacheStats, SignerCache, SignerCacheBuilder};
 pub use clock::{Clock, FixedClock, SystemClock};
+#[cfg(feature = "reqwest")]
+pub use credentials::{ApiKeySigner, Credentials, CredentialsProvider};
 #[cfg(feature = "emulator")]
 pub use emulator::{
     Counters, EMULATOR_TENANCY_OCID, Emulator, EmulatorBuilder, Fault, RecordedExchange,
@@ -47,6 +53,8 @@ pub use mcp::{
     AccessToken, BearerAuth, BearerAuthBuilder, BearerAuthLayer, BearerAuthService,
     OptionalAccessToken, access_token, tool_error,
 };
+#[cfg(feature = "middleware")]
+pub use middleware::{BodyDigest, SigningMiddleware};
 pub use secret::SecretString;
 #[cfg(feature = "reqwest")]
 pub use session::{

@@ -425,6 +425,21 @@ fn control_plane(
     match authenticate(state, parts, body) {
         Ok(principal) => {
             state.counters().verified_requests += 1;
+            if parts.method == Method::GET && parts.uri.path() == "/20160918/compartments" {
+                // The Identity service's ListCompartments shape, for the examples.
+                let compartment = |name: &str| {
+                    json!({
+                        "id": format!("ocid1.compartment.oc1..aaaaaaaa{name}"),
+                        "name": name,
+                        "compartmentId": EMULATOR_TENANCY_OCID,
+                        "lifecycleState": "ACTIVE",
+                    })
+                };
+                return json_response(
+                    StatusCode::OK,
+                    &json!([compartment("sandbox"), compartment("shared")]),
+                );
+            }
             let echo = serde_json::from_slice::<Value>(body).unwrap_or(Value::Null);
             json_response(
                 StatusCode::OK,

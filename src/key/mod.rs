@@ -19,8 +19,14 @@ use der::RsaPublicParts;
 #[cfg(feature = "reqwest")]
 pub use pool::KeyPool;
 
+/// The error of every key operation in a build without a crypto backend.
 #[cfg(not(any(feature = "aws-lc-rs", feature = "rust-crypto")))]
-compile_error!("enable a crypto backend: feature `aws-lc-rs` (default) or `rust-crypto`");
+fn no_backend() -> Error {
+    Error::new(
+        ErrorKind::UnsupportedKey,
+        "no crypto backend in this build: enable feature `aws-lc-rs` or `rust-crypto`",
+    )
+}
 
 /// Smallest key accepted from a file (Oracle's documented example key is 1024-bit).
 const MIN_PARSED_BITS: usize = 1024;
@@ -37,6 +43,10 @@ pub enum KeyBackend {
     /// The pure-Rust `rsa` 0.10 crate (feature `rust-crypto`).
     #[cfg(feature = "rust-crypto")]
     RustCrypto,
+    /// No backend was compiled in (neither feature): every key operation fails with
+    /// a clear error. Exists so that such a build still compiles.
+    #[cfg(not(any(feature = "aws-lc-rs", feature = "rust-crypto")))]
+    Unavailable,
 }
 
 impl KeyBackend {
@@ -44,10 +54,13 @@ impl KeyBackend {
     #[cfg(feature = "aws-lc-rs")]
     pub const DEFAULT: Self = Self::AwsLcRs;
     /// The backend used when none is named: `AwsLcRs` when compiled in, else `RustCrypto`.
-    #[cfg(not(feature = "aws-lc-rs"))]
+    #[cfg(all(feature = "rust-crypto", not(feature = "aws-lc-rs")))]
     pub const DEFAULT: Self = Self::RustCrypto;
+    /// No backend compiled in.
+    #[cfg(not(any(feature = "aws-lc-rs", feature = "rust-crypto")))]
+    pub const DEFAULT: Self = Self::Unavailable;
 
-    /// Every backend compiled into this build.
+    /// Every backend compiled into this build (empty without one).
     pub const ALL: &'static [Self] = &[
         #[cfg(feature = "aws-lc-rs")]
         Self::AwsLcRs,
@@ -94,6 +107,10 @@ enum Inner {
     AwsLegacy(aws_legacy::LegacyRsaKey),
     #[cfg(feature = "rust-crypto")]
     Rust(Box<rsa::PrivateKey>),
+    /// Without a backend no key exists.
+    #[cfg(not(any(feature = "aws-lc-rs", feature = "rust-crypto")))]
+    #[allow(dead_code)]
+    Unavailable(std::convert::Infallible),
 }
 
 /// An RSA private key that signs OCI requests: a generated session key or a parsed
@@ -156,6 +173,11 @@ impl SigningKey {
                     public,
                 })
             }
+            #[cfg(not(any(feature = "aws-lc-rs", feature = "rust-crypto")))]
+            KeyBackend::Unavailable => {
+                let _ = (failed, size);
+                Err(no_backend())
+            }
         }
     }
 
@@ -198,6 +220,10 @@ impl SigningKey {
         Self::from_pkcs1_der_with(der, KeyBackend::DEFAULT)
     }
 
+    #[cfg_attr(
+        not(any(feature = "aws-lc-rs", feature = "rust-crypto")),
+        allow(unreachable_code, unused_variables)
+    )]
     fn from_pkcs1_der_with(der: &[u8], backend: KeyBackend) -> Result<Self> {
         let public = PublicKey {
             parts: der::public_of_pkcs1_private(der)?,
@@ -226,6 +252,11 @@ impl SigningKey {
                     rsa::PrivateKey::from_pkcs1_der(der).map_err(|_| rejected())?,
                 ))
             }
+            #[cfg(not(any(feature = "aws-lc-rs", feature = "rust-crypto")))]
+            KeyBackend::Unavailable => {
+                let _ = rejected;
+                return Err(no_backend());
+            }
         };
         Ok(Self { inner, public })
     }
@@ -251,6 +282,11 @@ impl SigningKey {
             }
             #[cfg(feature = "aws-lc-rs")]
             Inner::AwsLegacy(key) => key.sign_sha256(msg).ok_or_else(failed),
+            #[cfg(not(any(feature = "aws-lc-rs", feature = "rust-crypto")))]
+            Inner::Unavailable(never) => {
+                let _ = (msg, failed);
+                match *never {}
+            }
             #[cfg(feature = "rust-crypto")]
             Inner::Rust(key) => {
                 let digest = sha256(msg);
@@ -280,6 +316,8 @@ impl SigningKey {
             Inner::Aws(_) | Inner::AwsLegacy(_) => KeyBackend::AwsLcRs,
             #[cfg(feature = "rust-crypto")]
             Inner::Rust(_) => KeyBackend::RustCrypto,
+            #[cfg(not(any(feature = "aws-lc-rs", feature = "rust-crypto")))]
+            Inner::Unavailable(never) => match *never {},
         }
     }
 }
@@ -472,6 +510,11 @@ impl PublicKey {
                 )
                 .is_ok()
             }
+            #[cfg(not(any(feature = "aws-lc-rs", feature = "rust-crypto")))]
+            KeyBackend::Unavailable => {
+                let _ = (msg, signature);
+                false
+            }
         }
     }
 }
@@ -491,7 +534,7 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
     #[cfg(feature = "aws-lc-rs")]
     out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data).as_ref());
-    #[cfg(all(feature = "rust-crypto", not(feature = "aws-lc-rs")))]
+    #[cfg(not(feature = "aws-lc-rs"))]
     {
         use sha2::Digest as _;
         out.copy_from_slice(&sha2::Sha256::digest(data));

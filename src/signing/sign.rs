@@ -134,6 +134,14 @@ impl SigningOptions {
     }
 }
 
+impl SigningOptions {
+    /// Whether body headers are left unsigned.
+    #[must_use]
+    pub fn excludes_body(&self) -> bool {
+        self.exclude_body
+    }
+}
+
 /// Everything besides the request that a signature depends on.
 #[derive(Clone, Copy, Debug)]
 pub struct SigningParams<'a> {

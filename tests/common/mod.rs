@@ -31,6 +31,7 @@ pub fn example(name: &str) -> PathBuf {
         ("reqwest", cfg!(feature = "reqwest")),
         ("emulator", cfg!(feature = "emulator")),
         ("mcp", cfg!(feature = "mcp")),
+        ("middleware", cfg!(feature = "middleware")),
     ]
     .into_iter()
     .filter_map(|(feature, on)| on.then_some(feature))

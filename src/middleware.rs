@@ -1,0 +1,180 @@
+//! A `reqwest-middleware` middleware that signs every request as OCI expects.
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::Extensions;
+use http_body_util::{BodyExt as _, Limited};
+use reqwest_middleware::{Middleware, Next};
+
+use crate::credentials::CredentialsProvider;
+use crate::error::{Error, ErrorKind, Result};
+use crate::signing::{SignableBody, SignableRequest, SigningOptions, sign};
+
+/// Default largest streamed body buffered to hash it: 16 MiB.
+pub(crate) const DEFAULT_MAX_BUFFERED_BODY: usize = 16 * 1024 * 1024;
+
+/// The length and SHA-256 of a request's streamed body, put in the request's
+/// extensions (`reqwest_middleware::RequestBuilder::with_extension`) so the
+/// middleware signs it without buffering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BodyDigest {
+    /// The body's length in bytes.
+    pub content_length: u64,
+    /// SHA-256 of the body.
+    pub sha256: [u8; 32],
+}
+
+/// Signs each request with the credentials of a [`CredentialsProvider`] (a
+/// [`TokenExchangeSigner`](crate::TokenExchangeSigner), an
+/// [`ApiKeySigner`](crate::ApiKeySigner), ...).
+///
+/// - In-memory bodies are hashed as they are. A streamed body is signed from a
+///   [`BodyDigest`] extension when present; otherwise it is buffered up to a limit
+///   (default 16 MiB) and a larger one fails with
+///   [`ErrorKind::UnsignableBody`]. A body is never signed as empty.
+/// - On a 401 from OCI, the provider drops the refused credentials and, when the
+///   body can be replayed, the request is signed again and sent once more.
+#[derive(Clone)]
+pub struct SigningMiddleware {
+    provider: Arc<dyn CredentialsProvider>,
+    options: SigningOptions,
+    max_buffered_body: usize,
+}
+
+impl fmt::Debug for SigningMiddleware {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningMiddleware")
+            .field("provider", &self.provider)
+            .field("max_buffered_body", &self.max_buffered_body)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningMiddleware {
+    /// Signs with `provider`'s credentials and the default [`SigningOptions`].
+    #[must_use]
+    pub fn new(provider: Arc<dyn CredentialsProvider>) -> Self {
+        Self {
+            provider,
+            options: SigningOptions::default(),
+            max_buffered_body: DEFAULT_MAX_BUFFERED_BODY,
+        }
+    }
+
+    /// Other signing options (for example `exclude_body` for an upload client).
+    #[must_use]
+    pub fn options(mut self, options: SigningOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The largest streamed body buffered to hash it.
+    #[must_use]
+    pub fn max_buffered_body(mut self, bytes: usize) -> Self {
+        self.max_buffered_body = bytes;
+        self
+    }
+
+    /// Buffers a streamed body (within the limit) unless a digest is given.
+    async fn prepare(
+        &self,
+        request: &mut reqwest::Request,
+        digest: Option<BodyDigest>,
+    ) -> Result<()> {
+        let streamed = request.body().is_some_and(|b| b.as_bytes().is_none());
+        if !streamed || digest.is_some() || self.options.excludes_body() {
+            return Ok(());
+        }
+        let Some(body) = request.body_mut().take() else {
+            return Ok(());
+        };
+        let too_big = || {
+            Error::new(
+                ErrorKind::UnsignableBody,
+                "streamed body is larger than the buffering limit; attach a BodyDigest or raise the limit",
+            )
+        };
+        let bytes = Limited::new(body, self.max_buffered_body)
+            .collect()
+            .await
+            .map_err(|_| too_big())?
+            .to_bytes();
+        *request.body_mut() = Some(reqwest::Body::from(bytes));
+        Ok(())
+    }
+
+    async fn sign(
+        &self,
+        request: &mut reqwest::Request,
+        digest: Option<BodyDigest>,
+    ) -> Result<crate::Credentials> {
+        let credentials = self.provider.credentials().await?;
+        let output = {
+            let body = match (digest, request.body()) {
+                (Some(d), _) => SignableBody::Precomputed {
+                    content_length: d.content_length,
+                    sha256: d.sha256,
+                },
+                (None, None) => SignableBody::EMPTY,
+                (None, Some(body)) => body
+                    .as_bytes()
+                    .map_or(SignableBody::Stream, SignableBody::Bytes),
+            };
+            let signable = SignableRequest::new(
+                request.method().as_str(),
+                request.url(),
+                request.headers(),
+                body,
+            )?;
+            let params = credentials
+                .signing_params(self.provider.now())
+                .with_options(&self.options);
+            sign(&signable, &params)?
+        };
+        output.apply_to_headers(request.headers_mut());
+        Ok(credentials)
+    }
+}
+
+impl Middleware for SigningMiddleware {
+    fn handle<'life0, 'life1, 'life2, 'async_trait>(
+        &'life0 self,
+        mut request: reqwest::Request,
+        extensions: &'life1 mut Extensions,
+        next: Next<'life2>,
+    ) -> crate::BoxFuture<'async_trait, reqwest_middleware::Result<reqwest::Response>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        'life2: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(async move {
+            let digest = extensions.get::<BodyDigest>().copied();
+            self.prepare(&mut request, digest)
+                .await
+                .map_err(reqwest_middleware::Error::middleware)?;
+            // A copy to replay after a 401 (`None` for a streamed body).
+            let replay = request.try_clone();
+            let used = self
+                .sign(&mut request, digest)
+                .await
+                .map_err(reqwest_middleware::Error::middleware)?;
+            let response = next.clone().run(request, extensions).await?;
+            if response.status() != http::StatusCode::UNAUTHORIZED {
+                return Ok(response);
+            }
+            let Some(mut retry) = replay else {
+                return Ok(response);
+            };
+            if !self.provider.unauthorized(&used) {
+                return Ok(response);
+            }
+            self.sign(&mut retry, digest)
+                .await
+                .map_err(reqwest_middleware::Error::middleware)?;
+            next.run(retry, extensions).await
+        })
+    }
+}

@@ -1,0 +1,235 @@
+//! The reqwest-middleware signer and the API-key signer, against the emulator.
+#![cfg(all(feature = "middleware", feature = "emulator"))]
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use oci_token_exchange::{
+    ApiKeySigner, BodyDigest, Emulator, ErrorKind, KeyPool, PublicKey, SecretString, SignableBody,
+    SignableRequest, SigningMiddleware, TokenExchange, TokenExchangeSigner, VerifyOptions, verify,
+};
+use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
+use serde_json::Value;
+
+async fn setup(user: &str) -> (Emulator, Arc<TokenExchangeSigner>) {
+    let emulator = Emulator::start().await.unwrap();
+    let exchange = TokenExchange::builder()
+        .domain_url(emulator.domain_url().as_str())
+        .client_credentials(emulator.client_id(), emulator.client_secret().clone())
+        .build()
+        .unwrap();
+    let signer = TokenExchangeSigner::builder(exchange)
+        .subject_token(SecretString::new(emulator.mint_user_token(user)))
+        .key_pool(KeyPool::new(1))
+        .build()
+        .unwrap();
+    (emulator, Arc::new(signer))
+}
+
+fn client(middleware: SigningMiddleware) -> ClientWithMiddleware {
+    ClientBuilder::new(reqwest::Client::new())
+        .with(middleware)
+        .build()
+}
+
+async fn json(response: reqwest::Response) -> Value {
+    serde_json::from_slice(&response.bytes().await.unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signs_requests_and_renews_the_session_once_on_401() {
+    let (emulator, signer) = setup("ann").await;
+    let http = client(SigningMiddleware::new(signer.clone()));
+    let base = emulator.api_url();
+
+    let response = http
+        .get(base.join("/20160918/compartments").unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(json(response).await[0]["lifecycleState"], "ACTIVE");
+    let response = http
+        .post(base.join("/20160918/vcns").unwrap())
+        .header("content-type", "application/json")
+        .body(r#"{"cidrBlock":"10.0.0.0/16"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(response).await["body"]["cidrBlock"], "10.0.0.0/16");
+    assert_eq!(emulator.exchanges_for("ann"), 1);
+
+    // OCI refuses the session once: the middleware renews it and replays the POST.
+    emulator.reject_next_session_tokens(1);
+    let response = http
+        .post(base.join("/20160918/vcns").unwrap())
+        .header("content-type", "application/json")
+        .body(r#"{"retry":true}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(json(response).await["body"]["retry"], true);
+    assert_eq!(
+        emulator.exchanges_for("ann"),
+        2,
+        "one new exchange for the retry"
+    );
+    let counters = emulator.counters();
+    assert_eq!(
+        (counters.verified_requests, counters.rejected_requests),
+        (3, 1)
+    );
+
+    // Refused twice: the retry happens once, then the 401 is returned.
+    emulator.reject_next_session_tokens(2);
+    let response = http.get(base.join("/x").unwrap()).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(emulator.counters().rejected_requests, 3);
+}
+
+fn stream(bytes: &'static [u8]) -> reqwest::Body {
+    reqwest::Body::wrap(http_body_util::Full::new(bytes::Bytes::from_static(bytes)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_bodies_are_buffered_within_a_limit_or_signed_from_a_digest() {
+    let (emulator, signer) = setup("bo").await;
+    let url = emulator.api_url().join("/20160918/vcns").unwrap();
+
+    let http = client(SigningMiddleware::new(signer.clone()));
+    let response = http
+        .put(url.clone())
+        .body(stream(b"{\"streamed\":1}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(json(response).await["bodyLength"], 14);
+
+    let small = client(SigningMiddleware::new(signer.clone()).max_buffered_body(4));
+    let err = small
+        .put(url.clone())
+        .body(stream(b"{\"streamed\":1}"))
+        .send()
+        .await
+        .expect_err("too big");
+    let reqwest_middleware::Error::Middleware(inner) = err else {
+        panic!("{err:?}")
+    };
+    let inner = inner
+        .downcast_ref::<oci_token_exchange::Error>()
+        .expect("our error");
+    assert_eq!(inner.kind(), ErrorKind::UnsignableBody);
+
+    let body: &'static [u8] = b"{\"digested\":2}";
+    let digest = BodyDigest {
+        content_length: body.len() as u64,
+        sha256: oci_token_exchange::sha256(body),
+    };
+    let response = small
+        .put(url)
+        .with_extension(digest)
+        .body(stream(body))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "signed from the digest, not buffered"
+    );
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("oci-token-exchange-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn api_keys_from_the_oci_config_file() {
+    let dir = temp_dir("config");
+    let key = dir.join("key.pem");
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/keys/rsa2048-pkcs8.pem"
+        ),
+        &key,
+    )
+    .unwrap();
+    std::fs::write(dir.join("token"), "header.payload.signature\n").unwrap();
+    let config = dir.join("config");
+    std::fs::write(
+        &config,
+        format!(
+            "[DEFAULT]\nregion = us-phoenix-1\nkey_file = {key}\ntenancy = ocid1.tenancy.oc1..t\n\n\
+             [api]\nuser = ocid1.user.oc1..u\nfingerprint = aa:bb:cc\n\n\
+             [session]\nsecurity_token_file = {token}\n\n[locked]\npass_phrase = x\n",
+            key = key.display(),
+            token = dir.join("token").display()
+        ),
+    )
+    .unwrap();
+
+    let api = ApiKeySigner::from_config_file(Some(&config), "api").unwrap();
+    assert_eq!(api.region(), Some("us-phoenix-1"));
+    assert_eq!(
+        api.credentials().key_id().expose_secret(),
+        "ocid1.tenancy.oc1..t/ocid1.user.oc1..u/aa:bb:cc"
+    );
+    let mut request = http::Request::get("https://iaas.us-phoenix-1.oraclecloud.com/20160918/vcns")
+        .body(Vec::new())
+        .unwrap();
+    api.sign_http(&mut request).unwrap();
+    let public = PublicKey::from_pem(include_str!("../fixtures/keys/rsa2048-public.pem")).unwrap();
+    let received = SignableRequest::from_parts(
+        "GET",
+        "iaas.us-phoenix-1.oraclecloud.com",
+        "/20160918/vcns",
+        request.headers(),
+        SignableBody::EMPTY,
+    );
+    #[allow(clippy::disallowed_methods)] // the signer signed with the system clock
+    let now = SystemTime::now();
+    verify(&received, &VerifyOptions::new(now), |_| Ok(public.clone())).unwrap();
+
+    let session = ApiKeySigner::from_config_file(Some(&config), "session").unwrap();
+    assert_eq!(
+        session.credentials().key_id().token(),
+        Some("header.payload.signature")
+    );
+    assert!(!format!("{session:?}").contains("payload"));
+
+    let locked = ApiKeySigner::from_config_file(Some(&config), "locked").unwrap_err();
+    assert_eq!(locked.kind(), ErrorKind::EncryptedKey);
+    let missing = ApiKeySigner::from_config_file(Some(&config), "nope").unwrap_err();
+    assert_eq!(missing.kind(), ErrorKind::InvalidConfig);
+    let no_file = ApiKeySigner::from_config_file(Some(&dir.join("absent")), "api").unwrap_err();
+    assert_eq!(no_file.kind(), ErrorKind::InvalidConfig);
+
+    // A fixed key is not renewed: a 401 is returned as is, after one request.
+    let emulator = Emulator::start().await.unwrap();
+    let http = client(SigningMiddleware::new(Arc::new(api)));
+    let response = http
+        .get(emulator.api_url().join("/x").unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        401,
+        "the emulator accepts session tokens only"
+    );
+    assert_eq!(emulator.counters().rejected_requests, 1);
+    std::fs::remove_dir_all(dir).unwrap();
+}
