@@ -1,7 +1,10 @@
 // The README is the crate's front page and, with every feature on, a doc test.
-#![cfg_attr(all(feature = "reqwest", feature = "emulator"), doc = include_str!("../README.md"))]
 #![cfg_attr(
-    not(all(feature = "reqwest", feature = "emulator")),
+    all(feature = "mcp", feature = "emulator"),
+    doc = include_str!("../README.md")
+)]
+#![cfg_attr(
+    not(all(feature = "mcp", feature = "emulator")),
     doc = "Call OCI APIs as the user who logged in. Build the docs with `--all-features` for the full guide."
 )]
 

@@ -7,6 +7,8 @@
     clippy::panic
 )]
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -232,4 +234,21 @@ async fn api_keys_from_the_oci_config_file() {
     );
     assert_eq!(emulator.counters().rejected_requests, 1);
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn the_list_compartments_example_runs_offline() {
+    let out = std::process::Command::new(common::example("list_compartments"))
+        .env_remove("OCI_DOMAIN_URL")
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("status: 200\n"), "{stdout}");
+    let list: Value = serde_json::from_str(stdout.lines().nth(1).expect("body")).expect("json");
+    assert_eq!(list.as_array().map(Vec::len), Some(2), "{stdout}");
 }
