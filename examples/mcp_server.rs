@@ -197,8 +197,12 @@ async fn run() -> Result<(), BoxError> {
     let mut auth = BearerAuth::builder()
         .domain_url(domain_url.as_str())
         .resource(format!("http://{address}/mcp"));
-    if let Some(audience) = var("MCP_AUDIENCE") {
-        auth = auth.audience(audience);
+    match var("MCP_AUDIENCE") {
+        Some(audience) => auth = auth.audience(audience),
+        None => {
+            eprintln!("mcp_server: MCP_AUDIENCE is not set; accepting tokens for any audience");
+            auth = auth.allow_any_audience();
+        }
     }
     let auth = auth.build()?;
     let tools = OciTools {

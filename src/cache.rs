@@ -90,6 +90,17 @@ impl Expiry<TokenId, (TokenKey, SystemTime)> for UntilTokenExpiry {
     ) -> Option<Duration> {
         self.remaining(value.1)
     }
+
+    /// A take-over lives until the new holder's `exp`, not the old one's.
+    fn expire_after_update(
+        &self,
+        _: &TokenId,
+        value: &(TokenKey, SystemTime),
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        self.remaining(value.1)
+    }
 }
 
 /// Counters of a [`SignerCache`]; see [`SignerCache::stats`].

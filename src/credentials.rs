@@ -99,15 +99,10 @@ impl CredentialsProvider for TokenExchangeSigner {
         Box::pin(async move { Ok(Credentials::from_session(self.session().await?)) })
     }
 
-    /// Drops the refused session (if still current), so the retry exchanges anew.
+    /// See [`TokenExchangeSigner::session_refused`].
     fn unauthorized(&self, used: &Credentials) -> bool {
-        match used.session() {
-            Some(session) => {
-                self.invalidate_session(session);
-                true
-            }
-            None => false,
-        }
+        used.session()
+            .is_some_and(|session| self.session_refused(session))
     }
 
     fn now(&self) -> SystemTime {

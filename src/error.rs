@@ -37,6 +37,8 @@ pub enum ErrorKind {
     SubjectTokenConflict,
     /// An internal task ended without a result (a bug or a runtime shutting down).
     Internal,
+    /// A valid bearer token lacks a scope the server requires.
+    InsufficientScope,
     /// A configuration value is invalid (domain URL, client id, timeouts, ...); found
     /// when building, before any network use.
     InvalidConfig,

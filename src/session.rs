@@ -24,6 +24,15 @@ use crate::signing::{
 /// (as the Go and Java SDKs), capped at half the UPST's lifetime.
 pub(crate) const DEFAULT_REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
+/// A session whose UPST expires within this is not used as a fallback.
+const EXPIRY_SKEW: Duration = Duration::from_secs(30);
+/// After a failed refresh, a still-valid session is used this long before the
+/// next attempt.
+const FAILURE_BACKOFF: Duration = Duration::from_secs(10);
+/// A session made because OCI refused the previous one is not replaced again for
+/// a 401 within this time: a second refusal is not a stale session.
+const FORCED_REFRESH_GUARD: Duration = Duration::from_secs(60);
+
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -43,23 +52,43 @@ pub struct Session {
     upst: Upst,
     key: SigningKey,
     key_id: KeyId,
+    obtained_at: SystemTime,
     refresh_at: SystemTime,
+    /// Made because OCI refused the previous session (see `unauthorized`).
+    forced: bool,
 }
 
 impl Session {
-    fn new(upst: Upst, key: SigningKey, obtained_at: SystemTime, margin: Duration) -> Result<Self> {
+    /// `obtained_at` is the local time of the exchange: the lifetime is measured on
+    /// the local clock, so a clock that disagrees with the domain's cannot put
+    /// `refresh_at` in the past (which would exchange on every call). The session
+    /// is due no later than the subject token's `exp`, whatever the UPST says.
+    fn new(
+        upst: Upst,
+        key: SigningKey,
+        obtained_at: SystemTime,
+        margin: Duration,
+        subject_expires_at: Option<SystemTime>,
+        forced: bool,
+    ) -> Result<Self> {
         let key_id = KeyId::session_token(upst.token().expose_secret())?;
-        let issued = upst.issued_at().unwrap_or(obtained_at);
-        let lifetime = upst
-            .expires_at()
-            .duration_since(issued)
-            .unwrap_or(Duration::ZERO);
-        let refresh_at = upst.expires_at() - margin.min(lifetime / 2);
+        let lifetime = upst.expires_at().duration_since(obtained_at).map_err(|_| {
+            Error::new(
+                ErrorKind::MalformedResponse,
+                "session token expired before it arrived; check this machine's clock",
+            )
+        })?;
+        let mut refresh_at = upst.expires_at() - margin.min(lifetime / 2);
+        if let Some(subject_exp) = subject_expires_at {
+            refresh_at = refresh_at.min(subject_exp);
+        }
         Ok(Self {
             upst,
             key,
             key_id,
+            obtained_at,
             refresh_at,
+            forced,
         })
     }
 
@@ -143,6 +172,10 @@ type Outcome = Option<Result<Arc<Session>>>;
 struct State {
     current: Option<Arc<Session>>,
     inflight: Option<watch::Receiver<Outcome>>,
+    /// When the last refresh failed (cleared by a success).
+    last_failure: Option<SystemTime>,
+    /// The next session replaces one that OCI refused.
+    forced_next: bool,
 }
 
 struct Shared {
@@ -167,7 +200,8 @@ impl Shared {
             Subject::Token(token) => SecretString::clone(token),
             Subject::Source(source) => source.subject_token().await?,
         };
-        check_subject(subject.expose_secret(), self.clock.now())?;
+        let claims = check_subject(subject.expose_secret(), self.clock.now())?;
+        let forced = std::mem::take(&mut self.state().forced_next);
         let key = self.pool.take().await?;
         let result = self.exchange.exchange(&subject, key.public_key()).await;
         let counter = if result.is_ok() {
@@ -182,6 +216,8 @@ impl Shared {
             key,
             self.clock.now(),
             self.margin,
+            claims.time("exp"),
+            forced,
         )?))
     }
 }
@@ -206,8 +242,12 @@ impl RefreshGuard {
             {
                 state.inflight = None;
             }
-            if let Ok(session) = &result {
-                state.current = Some(Arc::clone(session));
+            match &result {
+                Ok(session) => {
+                    state.current = Some(Arc::clone(session));
+                    state.last_failure = None;
+                }
+                Err(_) => state.last_failure = Some(self.shared.clock.now()),
             }
         }
         let _ = tx.send(Some(result));
@@ -382,14 +422,33 @@ impl TokenExchangeSigner {
     /// The exchange's errors ([`ErrorKind::SubjectTokenExpired`] once the user's
     /// token has expired, ...), shared by every caller waiting on the same refresh.
     pub async fn session(&self) -> Result<Arc<Session>> {
-        let mut outcome = {
+        let now = self.shared.clock.now();
+        let (mut outcome, fallback) = {
             let mut state = self.shared.state();
-            if let Some(session) = &state.current
-                && self.shared.clock.now() < session.refresh_at
-            {
-                return Ok(Arc::clone(session));
+            // A session inside the refresh margin whose UPST is still valid: what
+            // callers get if the refresh fails transiently.
+            let fallback = state
+                .current
+                .as_ref()
+                .filter(|s| {
+                    now.checked_add(EXPIRY_SKEW)
+                        .is_some_and(|t| t < s.expires_at())
+                })
+                .cloned();
+            if let Some(session) = &state.current {
+                if now < session.refresh_at {
+                    return Ok(Arc::clone(session));
+                }
+                // Just after a failed refresh, keep using the valid session rather
+                // than make every caller wait for another attempt.
+                let backing_off = state.last_failure.is_some_and(|f| {
+                    now.duration_since(f).unwrap_or(Duration::ZERO) < FAILURE_BACKOFF
+                });
+                if backing_off && let Some(valid) = &fallback {
+                    return Ok(Arc::clone(valid));
+                }
             }
-            match &state.inflight {
+            let outcome = match &state.inflight {
                 Some(rx) => rx.clone(),
                 None => {
                     let (tx, rx) = watch::channel(None);
@@ -406,22 +465,27 @@ impl TokenExchangeSigner {
                     });
                     rx
                 }
-            }
+            };
+            (outcome, fallback)
         };
-        loop {
+        let result = loop {
             if let Some(result) = outcome.borrow_and_update().clone() {
-                return result;
+                break result;
             }
             if outcome.changed().await.is_err() {
-                return outcome.borrow().clone().unwrap_or_else(|| {
-                    // The refresh task ended without a result (runtime shutting down).
-                    self.shared.state().inflight = None;
+                // Unreachable while `RefreshGuard` works: it always sends a result.
+                break outcome.borrow().clone().unwrap_or_else(|| {
                     Err(Error::new(
                         ErrorKind::Internal,
                         "session refresh ended without a result",
                     ))
                 });
             }
+        };
+        match (result, fallback) {
+            // A transient failure while the old UPST is still valid: use it.
+            (Err(e), Some(valid)) if e.is_retryable() => Ok(valid),
+            (result, _) => result,
         }
     }
 
@@ -454,7 +518,26 @@ impl TokenExchangeSigner {
             .is_some_and(|c| Arc::ptr_eq(c, session))
         {
             state.current = None;
+            state.forced_next = true;
         }
+    }
+
+    /// OCI refused (401) a request signed with `session`. Drops it so the next use
+    /// exchanges anew, and returns `true`, unless `session` itself replaced a
+    /// refused one less than a minute ago: then another exchange would not help
+    /// (clock skew, a policy or signing problem), so nothing is dropped and the
+    /// answer is `false`. This bounds 401-driven exchanges to one a minute.
+    #[must_use = "`false` means a retry with new credentials will not help"]
+    pub fn session_refused(&self, session: &Arc<Session>) -> bool {
+        let now = self.shared.clock.now();
+        let age = now
+            .duration_since(session.obtained_at)
+            .unwrap_or(Duration::ZERO);
+        if session.forced && age < FORCED_REFRESH_GUARD {
+            return false;
+        }
+        self.invalidate_session(session);
+        true
     }
 
     /// Signs an `http::Request` as this user and returns the session used.

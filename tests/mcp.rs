@@ -306,6 +306,7 @@ async fn missing_scopes_get_403_and_bogus_kids_cannot_hammer_the_domain() {
     let auth = BearerAuth::builder()
         .domain_url(emulator.domain_url().as_str())
         .resource("http://127.0.0.1:1/mcp")
+        .allow_any_audience()
         .required_scopes(["oci:read"])
         .build()
         .unwrap();
@@ -344,6 +345,33 @@ async fn missing_scopes_get_403_and_bogus_kids_cannot_hammer_the_domain() {
         counters.jwks_requests, 1,
         "keys fetched once, then rate-limited: {counters:?}"
     );
+
+    // Without an audience, building fails unless any audience is explicitly allowed.
+    let err = BearerAuth::builder()
+        .domain_url(emulator.domain_url().as_str())
+        .resource("http://127.0.0.1:1/mcp")
+        .build()
+        .expect_err("audience required");
+    assert_eq!(err.kind(), oci_token_exchange::ErrorKind::InvalidConfig);
+
+    // A domain that cannot be reached: 503 (not "invalid token"), again within the
+    // refetch interval.
+    let down = BearerAuth::builder()
+        .domain_url("http://127.0.0.1:9")
+        .resource("http://127.0.0.1:1/mcp")
+        .allow_any_audience()
+        .build()
+        .unwrap();
+    let down_url = layer_app(&down).await;
+    for _ in 0..2 {
+        let response = http
+            .post(&down_url)
+            .bearer_auth(emulator.mint_user_token("x"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 503);
+    }
 
     let err = auth.validate("not-a-token").await.expect_err("garbage");
     assert!(!err.to_string().contains("not-a-token"));

@@ -513,3 +513,37 @@ async fn a_refresh_that_panics_releases_its_waiters_and_the_next_one_works() {
     assert_eq!(session.user_ocid(), Emulator::user_ocid("max"));
     assert_eq!(w.emulator.counters().exchanges, 1);
 }
+
+#[tokio::test]
+async fn a_transient_refresh_failure_keeps_the_still_valid_session() {
+    let w = world(Duration::from_secs(3600)).await;
+    let signer = w.signer(w.token(UserTokenOptions::new("ned").ttl(Duration::from_secs(6 * 3600))));
+    let first = signer.session().await.unwrap();
+    w.clock.set(first.expires_at() - Duration::from_secs(299));
+    w.emulator.inject_fault(Fault::Status(503), 3);
+    let during = signer
+        .session()
+        .await
+        .expect("the valid session, not the 503");
+    assert!(Arc::ptr_eq(&first, &during));
+    let requests = w.emulator.counters().exchange_requests;
+    // Within the backoff, no new attempt: callers do not wait on a failing domain.
+    w.clock.advance(Duration::from_secs(5));
+    assert!(Arc::ptr_eq(&first, &signer.session().await.unwrap()));
+    assert_eq!(w.emulator.counters().exchange_requests, requests);
+    // After it, the refresh is tried again and succeeds.
+    w.clock.advance(Duration::from_secs(6));
+    let fresh = signer.session().await.unwrap();
+    assert!(!Arc::ptr_eq(&first, &fresh));
+    // A reauthentication error is never papered over.
+    let short = w.signer(w.token(UserTokenOptions::new("ola").ttl(Duration::from_secs(900))));
+    short.session().await.unwrap();
+    w.clock.advance(Duration::from_secs(901));
+    assert!(
+        short
+            .session()
+            .await
+            .expect_err("expired")
+            .is_reauth_required()
+    );
+}

@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, HeaderValue, Method, Request};
 use oci_token_exchange::{
     ErrorKind, KeyBackend, KeyId, KeySize, PublicKey, SecretString, SignableBody, SignableRequest,
-    SigningKey, SigningOptions, SigningParams, VerifyOptions, sign_http_parts, sign_http_request,
-    verify,
+    SigningKey, SigningOptions, SigningParams, VerifyOptions, sign, sign_http_parts,
+    sign_http_request, verify,
 };
 
 const PKCS1: &str = include_str!("../fixtures/keys/rsa2048-pkcs1.pem");
@@ -377,4 +377,67 @@ fn secrets_never_show_in_debug_or_errors() {
     let err = KeyId::session_token("eyJsecret\"quoted").expect_err("quote");
     assert!(!err.to_string().contains("eyJ"));
     assert!(!format!("{err:?}").contains("eyJ"));
+}
+
+#[test]
+fn review_regressions_stay_fixed() {
+    let key = key();
+    let key_id = KeyId::api_key("t", "u", "f").expect("id");
+    let headers = HeaderMap::new();
+
+    // Plain http only to loopback: a signed request is a replayable credential.
+    for (url, ok) in [
+        ("http://iaas.example.com/x", false),
+        ("http://127.0.0.1:8080/x", true),
+        ("http://localhost/x", true),
+        ("http://[::1]/x", true),
+    ] {
+        let url = url::Url::parse(url).expect("url");
+        let result = SignableRequest::new("GET", &url, &headers, SignableBody::EMPTY);
+        assert_eq!(result.is_ok(), ok, "{url}");
+        if !ok {
+            assert_eq!(result.expect_err("refused").kind(), ErrorKind::InvalidUrl);
+        }
+    }
+
+    // Extra headers never drop a standard signed header.
+    let options = SigningOptions::new().extra_headers([
+        http::header::CONTENT_TYPE,
+        http::HeaderName::from_static("opc-obo-token"),
+    ]);
+    let url = url::Url::parse("https://iaas.example.com/x").expect("url");
+    let request =
+        SignableRequest::new("POST", &url, &headers, SignableBody::Bytes(b"{}")).expect("signable");
+    let out = sign(
+        &request,
+        &SigningParams::new(&key, &key_id, now()).with_options(&options),
+    )
+    .expect("signs");
+    assert!(
+        out.signing_string()
+            .contains("content-type: application/json"),
+        "{}",
+        out.signing_string()
+    );
+
+    // A body on a GET that the signature does not cover is refused by verify.
+    let mut request = Request::get("https://h.example.com/p")
+        .body(Vec::new())
+        .expect("request");
+    sign_http_request(&mut request, &SigningParams::new(&key, &key_id, now())).expect("signs");
+    let received = SignableRequest::from_parts(
+        "GET",
+        "h.example.com",
+        "/p",
+        request.headers(),
+        SignableBody::Bytes(b"smuggled"),
+    );
+    let public = key.public_key().clone();
+    let err = verify(
+        &received,
+        &VerifyOptions::new(now()),
+        |_| Ok(public.clone()),
+    )
+    .expect_err("body not covered");
+    assert!(err.to_string().contains("body"), "{err}");
 }

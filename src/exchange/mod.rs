@@ -201,9 +201,11 @@ impl TokenExchangeBuilder {
         self
     }
 
-    /// A `reqwest::Client` to share. It should not follow redirects (this crate's own
-    /// client does not; a redirect answer is treated as an error either way). The
-    /// connect timeout then is that client's.
+    /// A `reqwest::Client` to share. Build it with
+    /// `.redirect(reqwest::redirect::Policy::none())`: a client that follows a
+    /// redirect re-sends the form (subject token included) to the new location
+    /// before this crate sees the answer, which it then refuses. This crate's own
+    /// client never follows redirects. The connect timeout then is that client's.
     #[must_use]
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.http_client = Some(client);
@@ -517,6 +519,12 @@ impl TokenExchange {
             .send()
             .await
             .map_err(transport_error)?;
+        if response.url() != &inner.token_url {
+            return Err(AttemptError(Error::new(
+                ErrorKind::ExchangeRejected,
+                "the http client followed a redirect from the token endpoint; configure it without redirects",
+            )));
+        }
         let status = response.status();
         let header = |name: &str| {
             response
@@ -621,8 +629,16 @@ async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, Attemp
 /// Replaces any secret echoed by the server, and control characters.
 fn scrub(text: &str, secrets: &[&str]) -> String {
     let mut out = text.to_owned();
-    for secret in secrets.iter().filter(|s| s.len() >= 8) {
-        out = out.replace(secret, "[redacted]");
+    // The whole secret, then each dot-separated part (a JWT's header, payload and
+    // signature), longest first.
+    let mut pieces: Vec<&str> = secrets
+        .iter()
+        .flat_map(|s| std::iter::once(*s).chain(s.split('.')))
+        .filter(|p| p.len() >= 8)
+        .collect();
+    pieces.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for piece in pieces {
+        out = out.replace(piece, "[redacted]");
     }
     out.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -691,8 +707,13 @@ mod tests {
     }
 
     #[test]
-    fn scrub_removes_echoed_secrets() {
+    fn scrub_removes_echoed_secrets_and_their_parts() {
         let s = scrub("bad token eyJabcdefgh\n", &["eyJabcdefgh"]);
         assert_eq!(s, "bad token [redacted] ");
+        let s = scrub(
+            "payload eyJwYXlsb2Fk was rejected",
+            &["eyJoZWFkZXI.eyJwYXlsb2Fk.c2lnbmF0dXJlMTIz"],
+        );
+        assert_eq!(s, "payload [redacted] was rejected");
     }
 }

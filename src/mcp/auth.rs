@@ -25,6 +25,9 @@ const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
 const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 /// Default minimum time between two JWKS fetches caused by unknown `kid`s.
 const DEFAULT_REFETCH_INTERVAL: Duration = Duration::from_secs(60);
+/// Keys older than this are fetched again on the next request, so keys removed
+/// from the JWKS stop being trusted.
+const JWKS_MAX_AGE: Duration = Duration::from_secs(3600);
 /// Largest discovery or JWKS document read.
 const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
 
@@ -70,7 +73,10 @@ impl Rejection {
 struct Keys {
     issuer: Option<String>,
     by_kid: HashMap<String, PublicKey>,
+    /// Last successful fetch.
     fetched_at: Option<SystemTime>,
+    /// Last fetch attempt, successful or not.
+    attempted_at: Option<SystemTime>,
 }
 
 struct Inner {
@@ -128,6 +134,7 @@ pub struct BearerAuthBuilder {
     domain_url: Option<String>,
     resource: Option<String>,
     audience: Option<String>,
+    any_audience: bool,
     required_scopes: Vec<String>,
     leeway: Option<Duration>,
     refetch_interval: Option<Duration>,
@@ -152,10 +159,21 @@ impl BearerAuthBuilder {
         self
     }
 
-    /// An audience the token's `aud` must contain (default: not checked).
+    /// The audience the token's `aud` must contain: this server, as the identity
+    /// domain names it. Required, unless [`BearerAuthBuilder::allow_any_audience`]:
+    /// without it, a token the user got for another application of the same domain
+    /// would be accepted here (and used to act as them in OCI).
     #[must_use]
     pub fn audience(mut self, audience: impl Into<String>) -> Self {
         self.audience = Some(audience.into());
+        self
+    }
+
+    /// Accepts tokens for any audience. Only for development (the emulator) or
+    /// when every token of the domain is meant for this server.
+    #[must_use]
+    pub fn allow_any_audience(mut self) -> Self {
+        self.any_audience = true;
         self
     }
 
@@ -202,9 +220,15 @@ impl BearerAuthBuilder {
     /// Validates the configuration; no I/O.
     ///
     /// # Errors
-    /// [`ErrorKind::InvalidConfig`] for a missing or invalid domain URL or resource.
+    /// [`ErrorKind::InvalidConfig`] for a missing or invalid domain URL or resource,
+    /// or when neither an audience nor `allow_any_audience` was given.
     pub fn build(self) -> Result<BearerAuth> {
         let invalid = |m: &'static str| Error::new(ErrorKind::InvalidConfig, m);
+        if self.audience.is_none() && !self.any_audience {
+            return Err(invalid(
+                "an audience is required (or call allow_any_audience explicitly)",
+            ));
+        }
         let domain_url = parse_domain_url(
             self.domain_url
                 .as_deref()
@@ -300,12 +324,19 @@ impl BearerAuth {
     /// Validates a bearer token (without the `Bearer ` prefix).
     ///
     /// # Errors
-    /// [`ErrorKind::SignatureRejected`] naming the failed check (never echoing the
-    /// token).
+    /// [`ErrorKind::SignatureRejected`] for a token that is not valid (naming the
+    /// failed check, never echoing the token), [`ErrorKind::InsufficientScope`] for a
+    /// valid token without the required scopes, [`ErrorKind::Transport`] when the
+    /// domain's keys cannot be fetched.
     pub async fn validate(&self, token: &str) -> Result<AccessToken> {
-        self.check(token)
-            .await
-            .map_err(|r| Error::new(ErrorKind::SignatureRejected, r.description))
+        self.check(token).await.map_err(|r| {
+            let kind = match r.status {
+                StatusCode::FORBIDDEN => ErrorKind::InsufficientScope,
+                StatusCode::SERVICE_UNAVAILABLE => ErrorKind::Transport,
+                _ => ErrorKind::SignatureRejected,
+            };
+            Error::new(kind, r.description)
+        })
     }
 
     async fn check(&self, token: &str) -> std::result::Result<AccessToken, Rejection> {
@@ -328,10 +359,11 @@ impl BearerAuth {
                 .and_then(|s| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(s)))
         };
         let exp = time("exp").ok_or_else(|| Rejection::invalid("the token has no exp"))?;
-        if exp + inner.leeway <= now {
+        if exp.checked_add(inner.leeway).is_some_and(|end| end <= now) {
             return Err(Rejection::invalid("the token has expired"));
         }
-        if time("nbf").is_some_and(|nbf| nbf > now + inner.leeway) {
+        let latest = now.checked_add(inner.leeway).unwrap_or(now);
+        if time("nbf").is_some_and(|nbf| nbf > latest) {
             return Err(Rejection::invalid("the token is not valid yet"));
         }
         if let Some(audience) = &inner.audience {
@@ -371,60 +403,50 @@ impl BearerAuth {
     }
 
     /// The key for `kid` and the issuer, fetching the JWKS when the key is unknown
-    /// (at most once per refetch interval).
+    /// or the keys are older than an hour (at most once per refetch interval).
     async fn key_for(
         &self,
         kid: Option<&str>,
     ) -> std::result::Result<(PublicKey, Option<String>), Rejection> {
-        if let Some(found) = self.lookup(kid) {
-            return Ok(found);
-        }
         let inner = &self.inner;
-        let _single_flight = inner.fetch.lock().await;
-        if let Some(found) = self.lookup(kid) {
-            return Ok(found);
+        let fresh = |keys: &Keys, now: SystemTime| {
+            keys.fetched_at
+                .is_some_and(|at| now.duration_since(at).unwrap_or(Duration::ZERO) < JWKS_MAX_AGE)
+        };
+        {
+            let keys = inner.keys.read().unwrap_or_else(PoisonError::into_inner);
+            if fresh(&keys, inner.clock.now())
+                && let Some(found) = lookup(&keys, kid)
+            {
+                return Ok(found);
+            }
         }
+        let _single_flight = inner.fetch.lock().await;
         let now = inner.clock.now();
-        let recently = inner
-            .keys
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .fetched_at
-            .is_some_and(|at| {
+        {
+            let keys = inner.keys.read().unwrap_or_else(PoisonError::into_inner);
+            if fresh(&keys, now)
+                && let Some(found) = lookup(&keys, kid)
+            {
+                return Ok(found);
+            }
+            let recently = keys.attempted_at.is_some_and(|at| {
                 now.duration_since(at).unwrap_or(Duration::ZERO) < inner.refetch_interval
             });
-        if recently {
-            return Err(Rejection::invalid("the token's signing key is unknown"));
+            if recently {
+                // Rate-limited: answer from what is known, without asking the domain.
+                return answer(&keys, kid);
+            }
         }
         let fetched = self.fetch_keys().await;
         let mut keys = inner.keys.write().unwrap_or_else(PoisonError::into_inner);
-        keys.fetched_at = Some(now);
-        match fetched {
-            Ok((issuer, by_kid)) => {
-                keys.issuer = Some(issuer);
-                keys.by_kid = by_kid;
-            }
-            Err(_) if keys.by_kid.is_empty() => return Err(Rejection::unavailable()),
-            Err(_) => {}
+        keys.attempted_at = Some(now);
+        if let Ok((issuer, by_kid)) = fetched {
+            keys.issuer = Some(issuer);
+            keys.by_kid = by_kid;
+            keys.fetched_at = Some(now);
         }
-        drop(keys);
-        self.lookup(kid)
-            .ok_or_else(|| Rejection::invalid("the token's signing key is unknown"))
-    }
-
-    fn lookup(&self, kid: Option<&str>) -> Option<(PublicKey, Option<String>)> {
-        let keys = self
-            .inner
-            .keys
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        let key = match kid {
-            Some(kid) => keys.by_kid.get(kid),
-            // Without a kid, only an unambiguous single key will do.
-            None if keys.by_kid.len() == 1 => keys.by_kid.values().next(),
-            None => None,
-        }?;
-        Some((key.clone(), keys.issuer.clone()))
+        answer(&keys, kid)
     }
 
     async fn get_json(&self, url: &str) -> Result<Map<String, Value>> {
@@ -442,11 +464,13 @@ impl BearerAuth {
         let mut response = self
             .inner
             .http
-            .get(parsed)
+            .get(parsed.clone())
+            .timeout(Duration::from_secs(10))
             .send()
             .await
             .map_err(|e| failed().with_source(e.without_url()))?;
-        if !response.status().is_success() {
+        // A caller's client may follow redirects: only the URL asked for counts.
+        if !response.status().is_success() || response.url() != &parsed {
             return Err(failed());
         }
         let mut bytes = Vec::new();
@@ -584,6 +608,29 @@ impl BearerAuth {
             }
             _ => Err(Rejection::invalid("authorization is not a bearer token")),
         }
+    }
+}
+
+/// The key for `kid` (without a kid, only an unambiguous single key) and the issuer.
+fn lookup(keys: &Keys, kid: Option<&str>) -> Option<(PublicKey, Option<String>)> {
+    let key = match kid {
+        Some(kid) => keys.by_kid.get(kid),
+        None if keys.by_kid.len() == 1 => keys.by_kid.values().next(),
+        None => None,
+    }?;
+    Some((key.clone(), keys.issuer.clone()))
+}
+
+/// The key, or why there is none: with no keys at all the domain is unreachable
+/// (503), not the token bad.
+fn answer(
+    keys: &Keys,
+    kid: Option<&str>,
+) -> std::result::Result<(PublicKey, Option<String>), Rejection> {
+    match lookup(keys, kid) {
+        Some(found) => Ok(found),
+        None if keys.by_kid.is_empty() => Err(Rejection::unavailable()),
+        None => Err(Rejection::invalid("the token's signing key is unknown")),
     }
 }
 

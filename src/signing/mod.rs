@@ -13,6 +13,8 @@ mod verify;
 pub use apply::sign_reqwest_request;
 pub use apply::{sign_http_parts, sign_http_request};
 pub use key_id::KeyId;
+#[cfg(feature = "reqwest")]
+pub(crate) use request::is_loopback_host;
 pub use request::{SignableBody, SignableRequest};
 pub use sign::{DateHeader, SigningOptions, SigningOutput, SigningParams, sign};
 pub use verify::{VerifiedRequest, VerifyOptions, verify};

@@ -69,11 +69,15 @@ impl<'a> SignableRequest<'a> {
         headers: &'a HeaderMap,
         body: SignableBody<'a>,
     ) -> Result<Self> {
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(Error::new(
-                ErrorKind::InvalidUrl,
-                format!("url scheme '{}' is not http or https", url.scheme()),
-            ));
+        match url.scheme() {
+            "https" => {}
+            "http" => refuse_plain_http(url.host_str().unwrap_or_default())?,
+            other => {
+                return Err(Error::new(
+                    ErrorKind::InvalidUrl,
+                    format!("url scheme '{other}' is not http or https"),
+                ));
+            }
         }
         let host = match host_header(headers)? {
             Some(h) => Cow::Borrowed(h),
@@ -178,6 +182,29 @@ impl<'a> SignableRequest<'a> {
     #[must_use]
     pub fn target(&self) -> &str {
         self.target
+    }
+}
+
+/// Whether `host` (a name, an IPv4 address or a bracketed IPv6 address) is
+/// `localhost` or a loopback address.
+pub(crate) fn is_loopback_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A signed request carries a bearer-equivalent key id (`ST$<token>`) and a
+/// replayable signature: over plain HTTP, only to this machine.
+fn refuse_plain_http(host: &str) -> Result<()> {
+    if is_loopback_host(host) {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorKind::InvalidUrl,
+            "refusing to sign a plain-http request to a non-loopback host; use https",
+        ))
     }
 }
 

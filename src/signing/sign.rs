@@ -302,17 +302,11 @@ pub fn sign(request: &SignableRequest<'_>, params: &SigningParams<'_>) -> Result
                 names.push(Part::Header(HeaderName::from_static("x-content-sha256")));
             }
             for extra in &options.extra_headers {
-                let extra = Part::Header(extra.clone());
-                if !names.contains(&extra) {
-                    names.push(extra);
+                let part = Part::Header(extra.clone());
+                if request.headers.contains_key(extra) && !names.contains(&part) {
+                    names.push(part);
                 }
             }
-            names.retain(|p| match p {
-                Part::Header(h) if options.extra_headers.contains(h) => {
-                    request.headers.contains_key(h)
-                }
-                _ => true,
-            });
             names
         }
     };

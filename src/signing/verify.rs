@@ -126,6 +126,11 @@ where
             return Err(rejected(format!("required header '{name}' is not signed")));
         }
     }
+    if class != MethodClass::Body && !request.body.is_empty() && !signed("x-content-sha256") {
+        return Err(rejected(
+            "request has a body that the signature does not cover",
+        ));
+    }
     let date_name = if signed("x-date") {
         "x-date"
     } else if signed("date") {
