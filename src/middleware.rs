@@ -9,7 +9,7 @@ use reqwest_middleware::{Middleware, Next};
 
 use crate::credentials::CredentialsProvider;
 use crate::error::{Error, ErrorKind, Result};
-use crate::signing::{SignableBody, SignableRequest, SigningOptions, sign};
+use crate::signing::{SignableBody, SigningOptions, sign_reqwest_request_with_body};
 
 /// Default largest streamed body buffered to hash it: 16 MiB.
 pub(crate) const DEFAULT_MAX_BUFFERED_BODY: usize = 16 * 1024 * 1024;
@@ -110,29 +110,14 @@ impl SigningMiddleware {
         digest: Option<BodyDigest>,
     ) -> Result<crate::Credentials> {
         let credentials = self.provider.credentials().await?;
-        let output = {
-            let body = match (digest, request.body()) {
-                (Some(d), _) => SignableBody::Precomputed {
-                    content_length: d.content_length,
-                    sha256: d.sha256,
-                },
-                (None, None) => SignableBody::EMPTY,
-                (None, Some(body)) => body
-                    .as_bytes()
-                    .map_or(SignableBody::Stream, SignableBody::Bytes),
-            };
-            let signable = SignableRequest::new(
-                request.method().as_str(),
-                request.url(),
-                request.headers(),
-                body,
-            )?;
-            let params = credentials
-                .signing_params(self.provider.now())
-                .with_options(&self.options);
-            sign(&signable, &params)?
-        };
-        output.apply_to_headers(request.headers_mut());
+        let body = digest.map(|d| SignableBody::Precomputed {
+            content_length: d.content_length,
+            sha256: d.sha256,
+        });
+        let params = credentials
+            .signing_params(self.provider.now())
+            .with_options(&self.options);
+        sign_reqwest_request_with_body(request, body, &params)?;
         Ok(credentials)
     }
 }

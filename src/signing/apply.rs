@@ -63,13 +63,24 @@ pub fn sign_reqwest_request(
     request: &mut reqwest::Request,
     params: &SigningParams<'_>,
 ) -> Result<SigningOutput> {
+    sign_reqwest_request_with_body(request, None, params)
+}
+
+/// [`sign_reqwest_request`] with the body described by `body` (for a stream with a
+/// known digest) instead of read from the request.
+#[cfg(feature = "reqwest")]
+pub(crate) fn sign_reqwest_request_with_body(
+    request: &mut reqwest::Request,
+    body: Option<SignableBody<'_>>,
+    params: &SigningParams<'_>,
+) -> Result<SigningOutput> {
     let output = {
-        let body = match request.body() {
+        let body = body.unwrap_or_else(|| match request.body() {
             None => SignableBody::EMPTY,
             Some(body) => body
                 .as_bytes()
                 .map_or(SignableBody::Stream, SignableBody::Bytes),
-        };
+        });
         let signable = SignableRequest::new(
             request.method().as_str(),
             request.url(),

@@ -11,6 +11,8 @@ mod verify;
 
 #[cfg(feature = "reqwest")]
 pub use apply::sign_reqwest_request;
+#[cfg(feature = "middleware")]
+pub(crate) use apply::sign_reqwest_request_with_body;
 pub use apply::{sign_http_parts, sign_http_request};
 pub use key_id::KeyId;
 #[cfg(feature = "reqwest")]
