@@ -250,3 +250,63 @@ proptest! {
         let _ = verify(&request, &VerifyOptions::new(now()), |_| Ok(KEY.public_key().clone()));
     }
 }
+
+/// First second of the year 10000: an HTTP-date has four year digits.
+const YEAR_10000: i128 = 253_402_300_800;
+
+/// `UNIX_EPOCH` moved by `secs` seconds and `nanos`, if `SystemTime` can hold it.
+fn time_at(secs: i128, nanos: u32) -> Option<SystemTime> {
+    let magnitude = Duration::new(u64::try_from(secs.unsigned_abs()).ok()?, nanos);
+    if secs >= 0 {
+        SystemTime::UNIX_EPOCH.checked_add(magnitude)
+    } else {
+        SystemTime::UNIX_EPOCH.checked_sub(magnitude)
+    }
+}
+
+fn any_seconds() -> impl Strategy<Value = i128> {
+    prop_oneof![
+        // Around today, the epoch and year 10000.
+        (-86_400i128..4_000_000_000),
+        (-10i128..10),
+        (YEAR_10000 - 10..YEAR_10000 + 10),
+        // Anywhere, up to what a SystemTime can hold on this platform.
+        any::<i64>().prop_map(i128::from),
+        Just(i128::from(i64::MAX)),
+        Just(i128::from(i64::MIN)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Issue 9, defect 9: `httpdate` panicked for times before 1970 or from the year
+    /// 10000, so a wrong `Clock` crashed the signer. Any time now signs or fails with
+    /// `InvalidDate`, and signs exactly when the year has four digits from 1970.
+    #[test]
+    fn signing_at_any_time_never_panics(secs in any_seconds(), nanos in 0u32..1_000_000_000) {
+        let Some(time) = time_at(secs, nanos) else {
+            return Ok(());
+        };
+        let key_id = KeyId::api_key("ocid1.tenancy.oc1..t", "ocid1.user.oc1..u", "aa:bb").unwrap();
+        let headers = HeaderMap::new();
+        let url = url::Url::parse("https://example.com/x").unwrap();
+        let request = SignableRequest::new("GET", &url, &headers, SignableBody::EMPTY).unwrap();
+        let result = sign(&request, &SigningParams::new(&KEY, &key_id, time));
+        let representable = (0..YEAR_10000).contains(&secs);
+        match result {
+            Ok(output) => {
+                prop_assert!(representable, "signed at {secs}");
+                prop_assert_eq!(
+                    output.headers()[0].1.to_str().unwrap(),
+                    httpdate::fmt_http_date(time)
+                );
+            }
+            Err(err) => {
+                prop_assert!(!representable, "{secs}: {err}");
+                prop_assert_eq!(err.kind(), oci_token_exchange::ErrorKind::InvalidDate);
+                prop_assert!(err.to_string().contains("1970"), "{}", err);
+            }
+        }
+    }
+}

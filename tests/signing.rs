@@ -441,3 +441,75 @@ fn review_regressions_stay_fixed() {
     .expect_err("body not covered");
     assert!(err.to_string().contains("body"), "{err}");
 }
+
+/// Issue 9, defect 3: the `http` crate path refused nothing, so a request to a
+/// non-loopback `http://` host was signed (its key id and signature then travel in
+/// clear text).
+#[test]
+fn plain_http_to_a_remote_host_is_refused_through_the_http_crate_path() {
+    let key = key();
+    let key_id = KeyId::api_key("ocid1.tenancy.oc1..t", "ocid1.user.oc1..u", "aa:bb").unwrap();
+    let params = SigningParams::new(&key, &key_id, now());
+    for uri in [
+        "http://objectstorage.us-ashburn-1.oraclecloud.com/n",
+        "http://10.0.0.1:8080/x",
+        "HTTP://example.com/",
+    ] {
+        let mut request = Request::get(uri).body(Vec::<u8>::new()).unwrap();
+        let err = sign_http_request(&mut request, &params).expect_err(uri);
+        assert_eq!(err.kind(), ErrorKind::InvalidUrl, "{uri}");
+        assert!(err.to_string().contains("plain-http"), "{err}");
+        assert!(request.headers().is_empty(), "{uri}: request modified");
+        let (mut parts, ()) = Request::get(uri).body(()).unwrap().into_parts();
+        let err = sign_http_parts(&mut parts, SignableBody::EMPTY, &params).expect_err(uri);
+        assert_eq!(err.kind(), ErrorKind::InvalidUrl, "{uri}");
+        assert!(parts.headers.is_empty());
+    }
+    // Same for a non-http(s) scheme, as `SignableRequest::new` does.
+    let uri: http::Uri = "ftp://example.com/x".parse().unwrap();
+    let headers = HeaderMap::new();
+    let err = SignableRequest::from_uri("GET", &uri, &headers, SignableBody::EMPTY).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidUrl);
+    // Loopback http, https, and an origin-form target (what a server sees, with the
+    // host in the Host header) still sign.
+    for uri in [
+        "http://127.0.0.1:9000/x",
+        "http://localhost/x",
+        "http://[::1]:1/x",
+        "https://example.com/x",
+    ] {
+        let mut request = Request::get(uri).body(Vec::<u8>::new()).unwrap();
+        sign_http_request(&mut request, &params).expect(uri);
+    }
+    let mut request = Request::get("/x")
+        .header("host", "example.com")
+        .body(Vec::<u8>::new())
+        .unwrap();
+    sign_http_request(&mut request, &params).expect("origin-form");
+}
+
+/// Issue 9, defect 6: `signing_string()` is documented as secret-free and printed by
+/// `sign --verbose`, but held the `opc-obo-token` value.
+#[test]
+fn signing_string_redacts_the_obo_token_but_the_signature_covers_it() {
+    let key = key();
+    let key_id = KeyId::api_key("ocid1.tenancy.oc1..t", "ocid1.user.oc1..u", "aa:bb").unwrap();
+    let params = SigningParams::new(&key, &key_id, now());
+    let obo = "eyJobo.secret-obo-token-value.sig";
+    let mut request = Request::get("https://example.com/x")
+        .header("opc-obo-token", obo)
+        .body(Vec::<u8>::new())
+        .unwrap();
+    let output = sign_http_request(&mut request, &params).expect("signs");
+    let shown = output.signing_string();
+    assert!(!shown.contains(obo), "{shown}");
+    assert!(shown.contains("opc-obo-token: [redacted]"), "{shown}");
+    assert!(!format!("{output:?}").contains(obo));
+    // The signature is over the real value: the verifier accepts the request as sent.
+    let headers = request.headers().clone();
+    let signable =
+        SignableRequest::from_parts("GET", "example.com", "/x", &headers, SignableBody::EMPTY);
+    let public = key.public_key().clone();
+    verify(&signable, &VerifyOptions::new(now()), |_| Ok(public))
+        .expect("signature covers the real obo token");
+}

@@ -8,10 +8,31 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::error::{Error, ErrorKind, Result};
+
+/// First second of the year 10000: an HTTP-date has exactly four year digits.
+const YEAR_10000_SECS: u64 = 253_402_300_800;
+
 const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 ];
 const WEEKDAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+
+/// Formats `time` as an IMF-fixdate.
+///
+/// # Errors
+/// [`ErrorKind::InvalidDate`] for a time before 1970 or from the year 10000, which an
+/// HTTP-date cannot express (`httpdate` would panic on them; a `Clock` may return
+/// anything).
+pub(crate) fn format(time: SystemTime) -> Result<String> {
+    match time.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(since) if since.as_secs() < YEAR_10000_SECS => Ok(httpdate::fmt_http_date(time)),
+        _ => Err(Error::new(
+            ErrorKind::InvalidDate,
+            "signing time is outside the years 1970 to 9999 that an http-date can express; check the clock",
+        )),
+    }
+}
 
 /// Parses an HTTP-date; the weekday of an IMF-fixdate is not checked.
 pub(crate) fn parse(value: &str) -> Option<SystemTime> {
@@ -99,6 +120,26 @@ mod tests {
             let t = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
             let formatted = httpdate::fmt_http_date(t);
             assert_eq!(parse(&formatted), Some(t), "{formatted}");
+        }
+    }
+
+    #[test]
+    fn formats_only_the_years_an_http_date_can_hold() {
+        let at = |secs: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+        assert_eq!(
+            format(at(0)).ok().as_deref(),
+            Some("Thu, 01 Jan 1970 00:00:00 GMT")
+        );
+        assert_eq!(
+            format(at(YEAR_10000_SECS - 1)).ok().as_deref(),
+            Some("Fri, 31 Dec 9999 23:59:59 GMT")
+        );
+        for t in [
+            at(YEAR_10000_SECS),
+            SystemTime::UNIX_EPOCH - Duration::from_nanos(1),
+        ] {
+            let err = format(t).err().map(|e| e.kind());
+            assert_eq!(err, Some(ErrorKind::InvalidDate));
         }
     }
 

@@ -106,15 +106,32 @@ impl<'a> SignableRequest<'a> {
     /// verbatim, the `Host` header if present, else the URI's host and any
     /// non-default port.
     ///
+    /// As [`SignableRequest::new`], an absolute `http` URI is signed only for a
+    /// loopback host, and other schemes are refused. A URI without a scheme (the
+    /// origin-form `/path?query` of a request line, with the host in the `Host`
+    /// header) carries no transport, so it is signed as it is: the caller decides
+    /// where it goes.
+    ///
     /// # Errors
-    /// [`ErrorKind::InvalidUrl`] if there is neither a `Host` header nor a host in the
-    /// URI; [`ErrorKind::InvalidHeader`] for an unusable `Host` header.
+    /// [`ErrorKind::InvalidUrl`] if the URI's scheme is not `http`/`https`, is `http`
+    /// to a host that is not loopback, or if there is neither a `Host` header nor a
+    /// host in the URI; [`ErrorKind::InvalidHeader`] for an unusable `Host` header.
     pub fn from_uri(
         method: &'a str,
         uri: &'a http::Uri,
         headers: &'a HeaderMap,
         body: SignableBody<'a>,
     ) -> Result<Self> {
+        match uri.scheme_str() {
+            None | Some("https") => {}
+            Some("http") => refuse_plain_http(uri.host().unwrap_or_default())?,
+            Some(other) => {
+                return Err(Error::new(
+                    ErrorKind::InvalidUrl,
+                    format!("url scheme '{other}' is not http or https"),
+                ));
+            }
+        }
         let host = match host_header(headers)? {
             Some(h) => Cow::Borrowed(h),
             None => {

@@ -14,6 +14,11 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::key::{SigningKey, sha256};
 
 pub(crate) const REQUEST_TARGET: &str = "(request-target)";
+/// Signed headers whose values are credentials: shown as `[redacted]` in
+/// [`SigningOutput::signing_string`] (the signature covers the real value).
+const SECRET_HEADERS: [&str; 1] = ["opc-obo-token"];
+/// What a secret header value reads as in the shown signing string.
+const REDACTED: &str = "[redacted]";
 /// Content type that every OCI SDK defaults to on body methods.
 const DEFAULT_CONTENT_TYPE: &str = "application/json";
 
@@ -198,8 +203,10 @@ impl SigningOutput {
             .map(|(_, v)| v)
     }
 
-    /// The exact string that was signed (for debugging a 401). It holds no secret:
-    /// signed header values, the method, host and path.
+    /// The string that was signed (for debugging a 401). It holds no secret: signed
+    /// header values, the method, host and path, except that the value of a signed
+    /// `opc-obo-token` (a user's token) reads `[redacted]`; the signature covers the
+    /// real value.
     #[must_use]
     pub fn signing_string(&self) -> &str {
         &self.signing_string
@@ -262,7 +269,7 @@ pub(crate) fn classify(method: &str) -> Result<MethodClass> {
 /// - [`ErrorKind::InvalidHeader`]: a signed header that is repeated, not visible
 ///   ASCII, or a `content-length` that disagrees with the body.
 /// - [`ErrorKind::InvalidDate`]: a caller-supplied `date`/`x-date` that is not an
-///   HTTP-date.
+///   HTTP-date, or a signing time outside the years 1970 to 9999.
 /// - [`ErrorKind::InvalidUrl`]: a target that is not an origin-form path.
 /// - [`ErrorKind::UnsignableBody`]: a [`SignableBody::Stream`] whose hash is needed.
 /// - [`ErrorKind::Crypto`]: the backend failed.
@@ -314,6 +321,8 @@ pub fn sign(request: &SignableRequest<'_>, params: &SigningParams<'_>) -> Result
     let mut signing_string = String::with_capacity(256 + request.target.len());
     let mut header_list = String::with_capacity(96);
     let mut out: Vec<(HeaderName, HeaderValue)> = Vec::with_capacity(names.len() + 1);
+    // Byte ranges of secret values in `signing_string`, to redact in the shown copy.
+    let mut secret_ranges: Vec<std::ops::Range<usize>> = Vec::new();
     for part in &names {
         if !signing_string.is_empty() {
             signing_string.push('\n');
@@ -337,6 +346,9 @@ pub fn sign(request: &SignableRequest<'_>, params: &SigningParams<'_>) -> Result
         signing_string.push_str(name.as_str());
         signing_string.push_str(": ");
         let value = header_value(request, params, name)?;
+        if SECRET_HEADERS.contains(&name.as_str()) {
+            secret_ranges.push(signing_string.len()..signing_string.len() + value.len());
+        }
         signing_string.push_str(&value);
         let value = HeaderValue::from_str(&value).map_err(|_| {
             Error::new(
@@ -348,6 +360,7 @@ pub fn sign(request: &SignableRequest<'_>, params: &SigningParams<'_>) -> Result
     }
 
     let signature = params.key.sign_pkcs1_sha256(signing_string.as_bytes())?;
+    let signing_string = redact(signing_string, &secret_ranges);
     let authorization = authz::format(
         &header_list,
         params.key_id.expose_secret(),
@@ -365,6 +378,24 @@ pub fn sign(request: &SignableRequest<'_>, params: &SigningParams<'_>) -> Result
         headers: out,
         signing_string,
     })
+}
+
+/// `signed` with each range (ascending, disjoint) replaced by `[redacted]`; the
+/// original is wiped when anything was redacted.
+fn redact(signed: String, ranges: &[std::ops::Range<usize>]) -> String {
+    if ranges.is_empty() {
+        return signed;
+    }
+    let signed = zeroize::Zeroizing::new(signed);
+    let mut shown = String::with_capacity(signed.len());
+    let mut from = 0;
+    for range in ranges {
+        shown.push_str(signed.get(from..range.start).unwrap_or_default());
+        shown.push_str(REDACTED);
+        from = range.end;
+    }
+    shown.push_str(signed.get(from..).unwrap_or_default());
+    shown
 }
 
 fn check_target(target: &str) -> Result<()> {
@@ -397,7 +428,7 @@ fn header_value(
                 })?;
                 v.to_owned()
             }
-            None => httpdate::fmt_http_date(params.time),
+            None => super::date::format(params.time)?,
         },
         "content-length" => {
             let len = match request.body {
