@@ -18,6 +18,8 @@ mod emulator;
 mod error;
 #[cfg(feature = "reqwest")]
 mod exchange;
+#[cfg(feature = "reqwest")]
+mod http_util;
 #[cfg(any(feature = "emulator", feature = "mcp"))]
 mod jws;
 #[cfg(feature = "reqwest")]
@@ -27,6 +29,8 @@ mod key;
 mod mcp;
 #[cfg(feature = "middleware")]
 mod middleware;
+#[cfg(any(feature = "reqwest", feature = "emulator"))]
+mod protocol;
 mod secret;
 #[cfg(feature = "reqwest")]
 mod session;

@@ -467,3 +467,50 @@ mod props {
         }
     }
 }
+
+/// Issue 9, defect 7: only the subject token was scrubbed from the domain's error
+/// text; an echoed client secret or Basic credential reached the caller's error.
+#[tokio::test]
+async fn echoed_client_credentials_are_scrubbed_from_errors() {
+    use base64::Engine as _;
+    let emulator = Emulator::start().await.unwrap();
+    let secret = emulator.client_secret().expose_secret().to_owned();
+    let basic = base64::engine::general_purpose::STANDARD
+        .encode(format!("{}:{secret}", emulator.client_id()));
+    let exchange = TokenExchange::builder()
+        .domain_url(emulator.domain_url().as_str())
+        .client_credentials(emulator.client_id(), emulator.client_secret().clone())
+        .max_attempts(1)
+        .build()
+        .unwrap();
+    let subject = SecretString::new(emulator.mint_user_token("carol"));
+    for (error, description) in [
+        (secret.clone(), format!("client secret {secret} is wrong")),
+        (
+            "invalid_client".to_owned(),
+            format!("bad header Authorization: Basic {basic}"),
+        ),
+        ("invalid_client".to_owned(), format!("credential {basic}")),
+    ] {
+        let body = serde_json::json!({"error": error, "error_description": description});
+        emulator.inject_fault(
+            Fault::Respond {
+                status: 401,
+                body: body.to_string(),
+            },
+            1,
+        );
+        let err = exchange
+            .exchange(&subject, KEY.public_key())
+            .await
+            .expect_err("refused");
+        let text = format!(
+            "{err} {err:?} {:?} {:?}",
+            err.oauth_error(),
+            err.oauth_error_description()
+        );
+        assert!(!text.contains(&secret), "{text}");
+        assert!(!text.contains(&basic), "{text}");
+        assert!(text.contains("[redacted]"), "{text}");
+    }
+}

@@ -1,7 +1,5 @@
 //! The identity domain's URL: validated once, at configuration time.
 
-use std::net::IpAddr;
-
 use url::{Host, Url};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -10,14 +8,10 @@ fn invalid(message: impl Into<std::borrow::Cow<'static, str>>) -> Error {
     Error::new(ErrorKind::InvalidConfig, message)
 }
 
-/// Whether `host` is a loopback address or `localhost` (where plain `http` is allowed).
+/// Whether `host` is a loopback address or `localhost` (where plain `http` is
+/// allowed): the signer's one loopback rule, applied to a parsed URL host.
 pub(crate) fn is_loopback(host: Option<Host<&str>>) -> bool {
-    match host {
-        Some(Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        Some(Host::Domain(d)) => crate::signing::is_loopback_host(d),
-        None => false,
-    }
+    host.is_some_and(|h| crate::signing::is_loopback_host(&h.to_string()))
 }
 
 /// Validates an identity domain URL and returns its origin (no path, no trailing

@@ -202,8 +202,8 @@ impl<'a> SignableRequest<'a> {
     }
 }
 
-/// Whether `host` (a name, an IPv4 address or a bracketed IPv6 address) is
-/// `localhost` or a loopback address.
+/// The crate's one loopback rule: whether `host` (a name, an IPv4 address or a
+/// bracketed IPv6 address) is `localhost` or a loopback address.
 pub(crate) fn is_loopback_host(host: &str) -> bool {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     bare.eq_ignore_ascii_case("localhost")
