@@ -51,8 +51,38 @@ fn pkcs1_and_pkcs8_give_the_same_key_with_every_backend() {
             }
         }
     }
-    let legacy = SigningKey::from_pem(&fixture("rsa1024-pkcs8.pem")).expect("1024-bit pkcs8");
-    assert_eq!(legacy.bits(), 1024);
+}
+
+/// OCI requires API keys of at least 2048 bits. The `unsafe` path that signed
+/// 1024-bit keys with aws-lc is gone: aws-lc-rs refuses them with an error naming
+/// the feature that does sign them, and `from_pem` uses rust-crypto for them when
+/// it is compiled in.
+#[test]
+fn keys_under_2048_bits_sign_only_with_rust_crypto() {
+    let pem = fixture("rsa1024-pkcs8.pem");
+    #[cfg(feature = "aws-lc-rs")]
+    {
+        let err = SigningKey::from_pem_with(&pem, KeyBackend::AwsLcRs).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::UnsupportedKey);
+        assert!(err.to_string().contains("`rust-crypto`"), "{err}");
+        assert!(err.to_string().contains("2048"), "{err}");
+    }
+    let rust_crypto = cfg!(feature = "rust-crypto");
+    match SigningKey::from_pem(&pem) {
+        Ok(key) => {
+            assert!(rust_crypto);
+            assert_eq!(key.bits(), 1024);
+            assert_eq!(key.backend(), KeyBackend::ALL[KeyBackend::ALL.len() - 1]);
+            let sig = key.sign_pkcs1_sha256(b"m").unwrap();
+            for &backend in KeyBackend::ALL {
+                assert!(key.public_key().verify_with(backend, b"m", &sig));
+            }
+        }
+        Err(err) => {
+            assert!(!rust_crypto, "{err}");
+            assert_eq!(err.kind(), ErrorKind::UnsupportedKey);
+        }
+    }
 }
 
 #[test]
@@ -329,8 +359,8 @@ fn verify_checks_what_it_must() {
     );
     let lenient = VerifyOptions::new(now()).allow_unsigned_body(true);
     verify(&received, &lenient, |_| Ok(public.clone())).expect("upload accepted");
-    let other = SigningKey::from_pem(&fixture("rsa1024-pkcs8.pem")).expect("other key");
-    let wrong = verify(&received, &lenient, |_| Ok(other.public_key().clone()));
+    let other = PublicKey::from_pem(include_str!("../fixtures/signing/public.pem")).unwrap();
+    let wrong = verify(&received, &lenient, |_| Ok(other.clone()));
     assert!(
         wrong
             .expect_err("wrong key")

@@ -13,7 +13,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use oci_token_exchange::{
-    DateHeader, KeyBackend, KeyId, PublicKey, SignableBody, SignableRequest, SigningKey,
+    DateHeader, ErrorKind, KeyBackend, KeyId, PublicKey, SignableBody, SignableRequest, SigningKey,
     SigningOptions, SigningParams, VerifyOptions, sign, verify,
 };
 use serde_json::Value;
@@ -149,9 +149,36 @@ fn every_vector_signs_exactly_with_every_backend() {
     assert!(!KeyBackend::ALL.is_empty());
     let cases = cases();
     assert_eq!(cases.len(), EXPECTED_CASES);
+    let public = PublicKey::from_pem(PUBLIC_PEM).expect("public key");
     let mut ran = 0;
+    let mut skipped = 0;
     for &backend in KeyBackend::ALL {
-        let key = SigningKey::from_pem_with(KEY_PEM, backend).expect("fixture key parses");
+        let mut ran_here = 0;
+        // Oracle's vectors use a 1024-bit key, which only rust-crypto signs with
+        // (OCI requires 2048 bits). aws-lc-rs refuses it with a clear error; for that
+        // backend each case's published signature is still checked over its
+        // published signing string.
+        let key = match SigningKey::from_pem_with(KEY_PEM, backend) {
+            Ok(key) => key,
+            Err(err) => {
+                assert_eq!(err.kind(), ErrorKind::UnsupportedKey, "{backend:?}: {err}");
+                assert!(err.to_string().contains("rust-crypto"), "{err}");
+                for case in &cases {
+                    let signature = base64::engine::general_purpose::STANDARD
+                        .decode(&case.signature)
+                        .expect("base64");
+                    assert!(
+                        public.verify_with(backend, case.signing_string.as_bytes(), &signature),
+                        "{} ({backend:?}): published signature",
+                        case.id
+                    );
+                    ran_here += 1;
+                    skipped += 1;
+                }
+                assert!(ran_here >= 1, "{backend:?}: no case ran");
+                continue;
+            }
+        };
         assert_eq!(key.bits(), 1024);
         for case in &cases {
             let key_id = KeyId::parse(&case.key_id).expect("key id");
@@ -202,9 +229,14 @@ fn every_vector_signs_exactly_with_every_backend() {
                 assert_eq!(set, Some(value), "{}: header {name}", case.id);
             }
             ran += 1;
+            ran_here += 1;
         }
+        assert!(ran_here >= 1, "{backend:?}: no case ran");
     }
-    assert_eq!(ran, EXPECTED_CASES * KeyBackend::ALL.len());
+    // Exactly the aws-lc-rs signing cases are skipped, each one counted.
+    let aws_lc = usize::from(cfg!(feature = "aws-lc-rs"));
+    assert_eq!(skipped, EXPECTED_CASES * aws_lc);
+    assert_eq!(ran + skipped, EXPECTED_CASES * KeyBackend::ALL.len());
 }
 
 #[test]
