@@ -254,3 +254,35 @@ fn the_list_compartments_example_runs_offline() {
     let list: Value = serde_json::from_str(stdout.lines().nth(1).expect("body")).expect("json");
     assert_eq!(list.as_array().map(Vec::len), Some(2), "{stdout}");
 }
+
+/// Issue 9, defect 5: a 401 for a request that cannot be replayed (streamed with a
+/// digest, or with its body excluded) still drops the refused session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_session_is_dropped_even_when_the_body_cannot_be_replayed() {
+    let body: &'static [u8] = b"{\"digested\":3}";
+    let digest = BodyDigest {
+        content_length: body.len() as u64,
+        sha256: oci_token_exchange::sha256(body),
+    };
+    for exclude_body in [false, true] {
+        let (emulator, signer) = setup("cy").await;
+        let url = emulator.api_url().join("/20160918/vcns").unwrap();
+        let http = client(
+            SigningMiddleware::new(signer.clone())
+                .options(oci_token_exchange::SigningOptions::default().exclude_body(exclude_body)),
+        );
+        let mut request = http.put(url).body(stream(body));
+        if !exclude_body {
+            request = request.with_extension(digest);
+        }
+        signer.session().await.unwrap();
+        emulator.reject_next_session_tokens(1);
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401, "not replayable");
+        assert!(
+            signer.current_session().is_none(),
+            "exclude_body {exclude_body}: the refused session is kept"
+        );
+        assert_eq!(emulator.counters().rejected_requests, 1);
+    }
+}
