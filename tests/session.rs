@@ -403,9 +403,9 @@ async fn invalidate_forces_one_new_exchange() {
     signer.invalidate();
     let second = signer.session().await.unwrap();
     assert!(!Arc::ptr_eq(&first, &second));
-    signer.invalidate_session(&first); // stale: no effect
+    assert!(signer.session_refused(&first), "stale: no effect");
     assert!(Arc::ptr_eq(&second, &signer.session().await.unwrap()));
-    signer.invalidate_session(&second);
+    assert!(signer.session_refused(&second));
     assert!(signer.current_session().is_none());
     signer.session().await.unwrap();
     assert_eq!(w.emulator.exchanges_for("lee"), 3);
@@ -468,7 +468,9 @@ struct PanicsOnce {
 impl oci_token_exchange::SubjectTokenSource for PanicsOnce {
     fn subject_token(
         &self,
-    ) -> oci_token_exchange::BoxFuture<'_, oci_token_exchange::Result<SecretString>> {
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = oci_token_exchange::Result<SecretString>> + Send + '_>,
+    > {
         let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Box::pin(async move {
             if call == 0 {
@@ -565,7 +567,10 @@ async fn a_reauth_failure_is_never_masked_by_the_fallback() {
     let first = signer.session().await.unwrap();
     w.clock.set(first.expires_at() - Duration::from_secs(299));
     w.emulator.inject_fault(invalid_grant(), 1);
-    let err = signer.session().await.expect_err("the refusal, not the old session");
+    let err = signer
+        .session()
+        .await
+        .expect_err("the refusal, not the old session");
     assert!(err.is_reauth_required(), "{err:?}");
     w.clock.advance(Duration::from_secs(1));
     let err = signer
@@ -581,7 +586,8 @@ async fn a_reauth_failure_is_never_masked_by_the_fallback() {
 #[tokio::test]
 async fn a_clock_step_back_ends_the_fallback_window() {
     let w = world(Duration::from_secs(3600)).await;
-    let signer = w.signer(w.token(UserTokenOptions::new("quin").ttl(Duration::from_secs(6 * 3600))));
+    let signer =
+        w.signer(w.token(UserTokenOptions::new("quin").ttl(Duration::from_secs(6 * 3600))));
     let first = signer.session().await.unwrap();
     let failed_at = first.expires_at() - Duration::from_secs(200);
     w.clock.set(failed_at);
@@ -592,7 +598,10 @@ async fn a_clock_step_back_ends_the_fallback_window() {
     // The clock steps back 50 s (still inside the refresh margin), then 11 s pass.
     w.clock.set(failed_at - Duration::from_secs(50));
     w.clock.advance(Duration::from_secs(11));
-    let fresh = signer.session().await.expect("a new attempt, which succeeds");
+    let fresh = signer
+        .session()
+        .await
+        .expect("a new attempt, which succeeds");
     assert!(!Arc::ptr_eq(&first, &fresh), "the window did not end");
     assert_eq!(w.emulator.counters().exchange_requests, requests + 1);
 }
@@ -620,7 +629,15 @@ async fn a_refused_token_costs_one_exchange_per_burst() {
     }
     assert_eq!(w.emulator.counters().exchange_requests, keys + 1);
     w.clock.advance(Duration::from_secs(29));
-    assert!(cache.signer_for(&token).await.unwrap().session().await.is_err());
+    assert!(
+        cache
+            .signer_for(&token)
+            .await
+            .unwrap()
+            .session()
+            .await
+            .is_err()
+    );
     assert_eq!(w.emulator.counters().exchange_requests, keys + 1);
     w.clock.advance(Duration::from_secs(2));
     cache

@@ -530,7 +530,7 @@ impl fmt::Debug for PublicKey {
 
 /// SHA-256 of `data` with the default backend.
 #[must_use]
-pub fn sha256(data: &[u8]) -> [u8; 32] {
+pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
     #[cfg(feature = "aws-lc-rs")]
     out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data).as_ref());
