@@ -295,6 +295,17 @@ impl SignerCacheBuilder {
     }
 }
 
+impl Inner {
+    /// Drops `token`'s signer from the live table, so its next use creates another.
+    fn forget_live(&self, token: &SecretString) {
+        let hash = self.hasher.hash_one(token.expose_secret());
+        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        if live.find(hash, token.expose_secret()).is_some() {
+            live.signers.remove(&hash);
+        }
+    }
+}
+
 fn expired() -> Error {
     Error::new(
         ErrorKind::SubjectTokenExpired,
@@ -334,6 +345,7 @@ impl SignerCache {
         let inner = &self.inner;
         if let Some(entry) = inner.entries.get(token.expose_secret()).await {
             if entry.expires_at <= inner.clock.now() {
+                inner.forget_live(token);
                 inner.entries.invalidate(token.expose_secret()).await;
                 return Err(expired());
             }
@@ -416,6 +428,7 @@ impl SignerCache {
 
     /// Drops the signer of `token`. Only that very token can drop it.
     pub async fn invalidate(&self, token: &SecretString) {
+        self.inner.forget_live(token);
         self.inner.entries.invalidate(token.expose_secret()).await;
     }
 

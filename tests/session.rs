@@ -284,6 +284,10 @@ async fn tokens_without_jti_never_share_an_entry() {
     assert_eq!(cache.len().await, 2);
     cache.invalidate(&a).await;
     assert_eq!(cache.len().await, 1);
+    assert!(
+        !Arc::ptr_eq(&sa, &cache.signer_for(&a).await.unwrap()),
+        "invalidate drops the signer even while a caller still holds it"
+    );
 }
 
 /// An unsigned JWT: the cache reads claims only, and signers exchange lazily.

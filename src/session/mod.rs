@@ -18,6 +18,7 @@ use crate::signing::{KeyId, SignableRequest, SigningOutput, SigningParams, sign}
 pub use provider::{SessionProvider, TokenExchangeSignerBuilder};
 pub(crate) use refresh::ExchangeStats;
 // Where the crate's MCP adapter finds the per-user signer type.
+#[cfg(feature = "mcp")]
 pub(crate) use crate::signer::TokenExchangeSigner;
 
 /// Default refresh margin: a session is renewed this long before its UPST expires

@@ -234,7 +234,13 @@ impl Shared {
         match (result, fallback) {
             // A transient failure while the old UPST is still valid: use it. Any
             // other failure (reauthentication, configuration) is the answer.
-            (Err(e), Some(valid)) if e.is_retryable() => Ok(valid),
+            (Err(e), Some(valid)) if e.is_retryable() => {
+                tracing::debug!(
+                    error_kind = ?e.kind(),
+                    "refresh failed transiently; still-valid session used"
+                );
+                Ok(valid)
+            }
             (result, _) => result,
         }
     }
