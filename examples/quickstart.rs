@@ -70,7 +70,7 @@ async fn real(domain_url: String) -> Result<ExitCode, BoxError> {
 
 #[cfg(feature = "emulator")]
 async fn offline() -> Result<ExitCode, BoxError> {
-    use oci_token_exchange::{Clock as _, Emulator};
+    use oci_token_exchange::Emulator;
 
     let emulator = Emulator::start().await?;
     println!(
