@@ -13,7 +13,9 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use oci_token_exchange::{SecretString, SigningMiddleware, TokenExchange, TokenExchangeSigner};
+use oci_token_exchange::{
+    SecretString, SignWith, SigningMiddleware, TokenExchange, TokenExchangeSigner,
+};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -55,9 +57,11 @@ async fn run() -> Result<(), BoxError> {
         .domain_url(domain)
         .client_credentials(id, secret)
         .build()?;
-    let signer = TokenExchangeSigner::builder(exchange)
-        .subject_token(SecretString::new(token))
-        .build()?;
+    let signer = Arc::new(
+        TokenExchangeSigner::builder(exchange)
+            .subject_token(SecretString::new(token))
+            .build()?,
+    );
     let tenancy = signer
         .session()
         .await?
@@ -65,14 +69,18 @@ async fn run() -> Result<(), BoxError> {
         .unwrap_or_default()
         .to_owned();
 
-    // Every request through this client is signed as the user; a 401 renews the
-    // session and retries once.
+    // One client for the whole server: each request names the user it is signed
+    // as; a 401 renews that user's session and retries once.
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(SigningMiddleware::new(Arc::new(signer)))
+        .with(SigningMiddleware::per_request())
         .build();
     let url =
         format!("{api}/20160918/compartments?compartmentId={tenancy}&compartmentIdInSubtree=true");
-    let response = client.get(&url).send().await?;
+    let response = client
+        .get(&url)
+        .with_extension(SignWith::new(signer))
+        .send()
+        .await?;
     println!("status: {}", response.status().as_u16());
     println!("{}", response.text().await?);
     Ok(())

@@ -120,8 +120,8 @@ impl OciTools {
                     ErrorData::internal_error(format!("oci request failed: {e}"), None)
                 })?;
             let status = response.status().as_u16();
-            if status == 401 && attempt == 0 {
-                signer.invalidate_session(&session);
+            // The guarded path: at most one 401-driven renewal a minute.
+            if status == 401 && attempt == 0 && signer.refused(&session) {
                 continue;
             }
             let text = response.text().await.unwrap_or_default();

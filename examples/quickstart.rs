@@ -19,28 +19,20 @@ use std::process::ExitCode;
 #[cfg(feature = "emulator")]
 use std::time::Instant;
 
-use oci_token_exchange::{
-    Clock as _, KeyId, KeySize, SecretString, SigningKey, SigningParams, SystemClock,
-    TokenExchange, Upst, sign_reqwest_request,
-};
+use oci_token_exchange::{SecretString, TokenExchange, TokenExchangeSigner};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Generates a session key off the async runtime (key generation takes ~100 ms).
-async fn session_key() -> Result<SigningKey, BoxError> {
-    Ok(tokio::task::spawn_blocking(|| SigningKey::generate(KeySize::Rsa2048)).await??)
-}
-
-/// Signs and sends one request as the session's user; returns (status, body).
+/// Signs and sends one request as the signer's user; returns (status, body). The
+/// first call exchanges the user's token for a session (a fresh RSA key and a
+/// UPST); later calls reuse it until it is due for refresh.
 async fn call(
     http: &reqwest::Client,
-    key: &SigningKey,
-    upst: &Upst,
+    signer: &TokenExchangeSigner,
     method: &str,
     url: &str,
     body: Option<String>,
 ) -> Result<(u16, String), BoxError> {
-    let key_id = KeyId::session_token(upst.token().expose_secret())?;
     let mut builder = http.request(method.parse()?, url);
     if let Some(body) = body {
         builder = builder
@@ -48,10 +40,7 @@ async fn call(
             .body(body);
     }
     let mut request = builder.build()?;
-    sign_reqwest_request(
-        &mut request,
-        &SigningParams::new(key, &key_id, SystemClock.now()),
-    )?;
+    signer.sign_reqwest(&mut request).await?;
     let response = http.execute(request).await?;
     let status = response.status().as_u16();
     Ok((status, response.text().await?))
@@ -63,13 +52,13 @@ async fn real(domain_url: String) -> Result<ExitCode, BoxError> {
         .domain_url(domain_url)
         .client_credentials(var("OCI_CLIENT_ID")?, var("OCI_CLIENT_SECRET")?)
         .build()?;
-    let subject = SecretString::new(var("OCI_SUBJECT_TOKEN")?);
-    let key = session_key().await?;
-    let upst = exchange.exchange(&subject, key.public_key()).await?;
+    let signer = TokenExchangeSigner::builder(exchange)
+        .subject_token(SecretString::new(var("OCI_SUBJECT_TOKEN")?))
+        .build()?;
     let method = std::env::var("OCI_API_METHOD").unwrap_or_else(|_| "GET".into());
     let body = std::env::var("OCI_API_BODY").ok();
     let http = reqwest::Client::new();
-    let (status, text) = call(&http, &key, &upst, &method, &var("OCI_API_URL")?, body).await?;
+    let (status, text) = call(&http, &signer, &method, &var("OCI_API_URL")?, body).await?;
     println!("status: {status}");
     println!("{text}");
     Ok(if (200..300).contains(&status) {
@@ -92,30 +81,25 @@ async fn offline() -> Result<ExitCode, BoxError> {
     let subject = SecretString::new(emulator.mint_user_token(user));
     println!("user token: minted for {user} (a JWT the identity domain trusts)");
 
-    #[allow(clippy::disallowed_methods)]
-    let t = Instant::now();
-    let key = session_key().await?;
-    println!(
-        "session key: RSA-{} generated in {} ms",
-        key.bits(),
-        t.elapsed().as_millis()
-    );
-
     let exchange = TokenExchange::builder()
         .domain_url(emulator.domain_url().as_str())
         .client_credentials(emulator.client_id(), emulator.client_secret().clone())
         .build()?;
+    let signer = TokenExchangeSigner::builder(exchange)
+        .subject_token(subject)
+        .build()?;
+    // The first use exchanges; done here only to show what it yields.
     #[allow(clippy::disallowed_methods)]
     let t = Instant::now();
-    let upst = exchange.exchange(&subject, key.public_key()).await?;
-    let lifetime = upst
+    let session = signer.session().await?;
+    let lifetime = session
         .expires_at()
-        .duration_since(SystemClock.now())
+        .duration_since(signer.clock().now())
         .map_or(0, |d| d.as_secs());
     println!(
-        "exchange: session token for {} in tenancy {}, valid {lifetime} s ({} ms)",
-        upst.user_ocid(),
-        upst.tenancy_ocid().unwrap_or("?"),
+        "exchange: RSA-2048 session key and session token for {} in tenancy {}, valid {lifetime} s ({} ms)",
+        session.user_ocid(),
+        session.tenancy_ocid().unwrap_or("?"),
         t.elapsed().as_millis()
     );
 
@@ -135,7 +119,7 @@ async fn offline() -> Result<ExitCode, BoxError> {
     ];
     let mut all_ok = true;
     for (method, url, body) in calls {
-        let (status, text) = call(&http, &key, &upst, method, &url, body).await?;
+        let (status, text) = call(&http, &signer, method, &url, body).await?;
         println!("{method} {url}\n  status: {status}\n  {text}");
         all_ok &= status == 200;
     }

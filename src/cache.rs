@@ -1,10 +1,11 @@
 //! One signer per user token: bounded, expiring, single-flight, never shared
 //! between users.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use moka::Expiry;
@@ -16,7 +17,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::exchange::{TokenExchange, check_subject};
 use crate::key::KeyPool;
 use crate::secret::SecretString;
-use crate::session::{DEFAULT_REFRESH_MARGIN, ExchangeStats, TokenExchangeSigner};
+use crate::session::{DEFAULT_REFRESH_MARGIN, ExchangeStats};
+use crate::signer::TokenExchangeSigner;
 
 /// Default number of users' signers kept.
 pub(crate) const DEFAULT_CAPACITY: u64 = 10_000;
@@ -129,9 +131,48 @@ struct Counters {
     conflicts: AtomicU64,
 }
 
+/// Every signer the cache made that is still alive anywhere (cached, or held by a
+/// caller after moka evicted it or its admission policy turned it away), held
+/// weakly by the hash of its token. A miss looks here first, so a token never has
+/// two live signers, and concurrent first calls make one exchange even when the
+/// cache is full.
+struct Live {
+    signers: HashMap<u64, Weak<TokenExchangeSigner>>,
+    /// The size at which dead entries are swept next.
+    sweep_at: usize,
+}
+
+const MIN_SWEEP: usize = 1024;
+
+impl Live {
+    fn find(&self, hash: u64, token: &str) -> Option<Arc<TokenExchangeSigner>> {
+        self.signers
+            .get(&hash)
+            .and_then(Weak::upgrade)
+            .filter(|signer| {
+                signer
+                    .provider()
+                    .subject_token()
+                    .is_some_and(|t| t.expose_secret() == token)
+            })
+    }
+
+    /// Files `signer` (a hash collision replaces the other token's entry: that
+    /// token only loses this protection, never gets this signer).
+    fn insert(&mut self, hash: u64, signer: &Arc<TokenExchangeSigner>) {
+        self.signers.insert(hash, Arc::downgrade(signer));
+        if self.signers.len() >= self.sweep_at {
+            self.signers.retain(|_, weak| weak.strong_count() > 0);
+            self.sweep_at = (self.signers.len() * 2).max(MIN_SWEEP);
+        }
+    }
+}
+
 struct Inner {
     /// Signers by the exact token that created them.
     entries: Cache<TokenKey, Entry, FastHash>,
+    live: Mutex<Live>,
+    hasher: FastHash,
     /// Which token holds each (`iss`, `jti`).
     ids: Cache<TokenId, (TokenKey, SystemTime), FastHash>,
     exchange: TokenExchange,
@@ -153,8 +194,10 @@ struct Inner {
 ///   refused and never reaches its signer. At most `capacity` entries are kept
 ///   (default 10 000); the least useful are evicted.
 /// - **One exchange**: concurrent first calls for one token create one signer,
-///   whose single-flight refresh makes one exchange. Failed exchanges are not
-///   cached.
+///   whose single-flight refresh makes one exchange, even when the cache is full
+///   and turns the new entry away (signers still in use are found again). A
+///   transient exchange failure is not remembered; a refusal (non-retryable, for
+///   example `invalid_grant`) is returned again without an exchange for 30 s.
 /// - **Fast hits**: a hit hashes the token once (foldhash, randomly seeded) and
 ///   compares it byte for byte; no JWT parsing, no SHA-256.
 ///
@@ -223,6 +266,7 @@ impl SignerCacheBuilder {
             .expire_after(UntilTokenExpiry(Arc::clone(&clock)))
             .eviction_listener(move |_key, _entry, cause| {
                 if matches!(cause, RemovalCause::Size | RemovalCause::Expired) {
+                    tracing::debug!(cause = ?cause, "signer cache eviction");
                     listener_counters.evictions.fetch_add(1, Ordering::Relaxed);
                 }
             })
@@ -234,6 +278,11 @@ impl SignerCacheBuilder {
         SignerCache {
             inner: Arc::new(Inner {
                 entries,
+                live: Mutex::new(Live {
+                    signers: HashMap::new(),
+                    sweep_at: MIN_SWEEP,
+                }),
+                hasher: FastHash::default(),
                 ids,
                 exchange: self.exchange,
                 pool: self.pool.unwrap_or_default(),
@@ -242,6 +291,17 @@ impl SignerCacheBuilder {
                 counters,
                 exchange_stats: Arc::default(),
             }),
+        }
+    }
+}
+
+impl Inner {
+    /// Drops `token`'s signer from the live table, so its next use creates another.
+    fn forget_live(&self, token: &SecretString) {
+        let hash = self.hasher.hash_one(token.expose_secret());
+        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        if live.find(hash, token.expose_secret()).is_some() {
+            live.signers.remove(&hash);
         }
     }
 }
@@ -285,10 +345,12 @@ impl SignerCache {
         let inner = &self.inner;
         if let Some(entry) = inner.entries.get(token.expose_secret()).await {
             if entry.expires_at <= inner.clock.now() {
+                inner.forget_live(token);
                 inner.entries.invalidate(token.expose_secret()).await;
                 return Err(expired());
             }
             inner.counters.hits.fetch_add(1, Ordering::Relaxed);
+            tracing::trace!("signer cache hit");
             return Ok(entry.signer);
         }
 
@@ -314,6 +376,10 @@ impl SignerCache {
                 .into_value();
             if holder.0 != key {
                 if inner.entries.contains_key(&holder.0) {
+                    tracing::warn!(
+                        issuer = id.iss.as_deref(),
+                        "token refused: another cached token has its issuer and jti"
+                    );
                     inner.counters.conflicts.fetch_add(1, Ordering::Relaxed);
                     return Err(conflict());
                 }
@@ -321,34 +387,48 @@ impl SignerCache {
                 inner.ids.insert(id, (key.clone(), expires_at)).await;
             }
         }
-        let entry = inner
-            .entries
-            .entry(key.clone())
-            .or_insert_with(async {
-                Entry {
-                    expires_at,
-                    signer: Arc::new(TokenExchangeSigner::for_cached_token(
+        let (signer, created) = {
+            let hash = inner.hasher.hash_one(token.expose_secret());
+            let mut live = inner.live.lock().unwrap_or_else(PoisonError::into_inner);
+            match live.find(hash, token.expose_secret()) {
+                Some(signer) => (signer, false),
+                None => {
+                    let signer = Arc::new(TokenExchangeSigner::for_cached_token(
                         Arc::clone(&key.0),
                         inner.exchange.clone(),
                         inner.pool.clone(),
                         Arc::clone(&inner.clock),
                         inner.margin,
                         Arc::clone(&inner.exchange_stats),
-                    )),
+                    ));
+                    live.insert(hash, &signer);
+                    (signer, true)
+                }
+            }
+        };
+        let entry = inner
+            .entries
+            .entry(key)
+            .or_insert_with(async {
+                Entry {
+                    expires_at,
+                    signer: Arc::clone(&signer),
                 }
             })
             .await;
-        let counter = if entry.is_fresh() {
-            &inner.counters.misses
+        if created {
+            tracing::debug!("signer cache miss; signer created");
+            inner.counters.misses.fetch_add(1, Ordering::Relaxed);
         } else {
-            &inner.counters.hits
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+            tracing::trace!("signer cache hit (live signer)");
+            inner.counters.hits.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(entry.into_value().signer)
     }
 
     /// Drops the signer of `token`. Only that very token can drop it.
     pub async fn invalidate(&self, token: &SecretString) {
+        self.inner.forget_live(token);
         self.inner.entries.invalidate(token.expose_secret()).await;
     }
 

@@ -1,23 +1,24 @@
-//! What signs a request: a key and its key id, from a session (token exchange) or
-//! a fixed API key; and the `~/.oci/config` file format.
+//! What signs a request: a key and its key id ([`Credentials`]), where they come
+//! from ([`CredentialsProvider`]: a session, a fixed [`ApiKey`], ...), and the
+//! `~/.oci/config` file format.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::SigningKey;
-use crate::session::{BoxFuture, Session, TokenExchangeSigner};
-use crate::signing::{
-    KeyId, SigningOutput, SigningParams, sign_http_request, sign_reqwest_request,
-};
+use crate::session::{BoxFuture, OciSession};
+use crate::signing::{KeyId, SigningParams};
 
 #[derive(Clone)]
 enum Repr {
-    Session(Arc<Session>),
+    Session(Arc<OciSession>),
     Fixed(Arc<(SigningKey, KeyId)>),
 }
 
@@ -38,7 +39,7 @@ impl Credentials {
 
     /// A token-exchange session's credentials.
     #[must_use]
-    pub fn from_session(session: Arc<Session>) -> Self {
+    pub fn from_session(session: Arc<OciSession>) -> Self {
         Self {
             repr: Repr::Session(session),
         }
@@ -62,7 +63,9 @@ impl Credentials {
         }
     }
 
-    fn session(&self) -> Option<&Arc<Session>> {
+    /// The token-exchange session these credentials come from, if any.
+    #[must_use]
+    pub fn session(&self) -> Option<&Arc<OciSession>> {
         match &self.repr {
             Repr::Session(session) => Some(session),
             Repr::Fixed(_) => None,
@@ -78,65 +81,55 @@ impl fmt::Debug for Credentials {
     }
 }
 
-/// Anything that provides signing credentials: a [`TokenExchangeSigner`] (the
-/// current session), an [`ApiKeySigner`], or your own.
+/// Anything that provides signing credentials and the time to sign at: a user's
+/// [`SessionProvider`](crate::SessionProvider), an [`ApiKey`], a
+/// [`Signer`](crate::Signer) (delegating to its own provider), or your own.
 pub trait CredentialsProvider: Send + Sync + fmt::Debug {
     /// The credentials for the next request.
-    fn credentials(&self) -> BoxFuture<'_, Result<Credentials>>;
+    fn credentials(&self) -> Pin<Box<dyn Future<Output = Result<Credentials>> + Send + '_>>;
 
     /// OCI refused (401) a request signed with `used`. Return `true` if asking for
     /// credentials again may help (the provider has dropped `used`).
-    fn unauthorized(&self, used: &Credentials) -> bool;
+    fn refused(&self, used: &Credentials) -> bool;
 
-    /// The clock for signature dates (default: the system clock).
-    fn now(&self) -> SystemTime {
-        SystemClock.now()
-    }
+    /// The time to date signatures with, from the provider's [`Clock`].
+    fn now(&self) -> SystemTime;
 }
 
-impl CredentialsProvider for TokenExchangeSigner {
-    fn credentials(&self) -> BoxFuture<'_, Result<Credentials>> {
-        Box::pin(async move { Ok(Credentials::from_session(self.session().await?)) })
-    }
-
-    /// See [`TokenExchangeSigner::session_refused`].
-    fn unauthorized(&self, used: &Credentials) -> bool {
-        used.session()
-            .is_some_and(|session| self.session_refused(session))
-    }
-
-    fn now(&self) -> SystemTime {
-        self.clock().now()
-    }
-}
-
-/// Signs with a fixed API key (or a session token from `oci session authenticate`),
-/// for calls that are not made on behalf of a logged-in user.
+/// A fixed API key (or a session token from `oci session authenticate`) as a
+/// [`CredentialsProvider`]; see [`ApiKeySigner`](crate::ApiKeySigner).
 #[derive(Clone)]
-pub struct ApiKeySigner {
+pub struct ApiKey {
     credentials: Credentials,
     region: Option<String>,
+    clock: Arc<dyn Clock>,
 }
 
-impl fmt::Debug for ApiKeySigner {
+impl fmt::Debug for ApiKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ApiKeySigner")
+        f.debug_struct("ApiKey")
             .field("key_id", self.credentials.key_id())
             .field("region", &self.region)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
-impl ApiKeySigner {
-    /// An API key: the key id `tenancy/user/fingerprint` and its private key.
-    ///
-    /// # Errors
-    /// [`ErrorKind::InvalidKeyId`] for a malformed part.
-    pub fn new(tenancy: &str, user: &str, fingerprint: &str, key: SigningKey) -> Result<Self> {
-        Ok(Self {
-            credentials: Credentials::new(key, KeyId::api_key(tenancy, user, fingerprint)?),
+impl ApiKey {
+    /// `key` named by `key_id`, dated by the system clock.
+    #[must_use]
+    pub fn new(key: SigningKey, key_id: KeyId) -> Self {
+        Self {
+            credentials: Credentials::new(key, key_id),
             region: None,
-        })
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Dates signatures with `clock`.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Reads `profile` of an OCI configuration file in the SDKs' format (default
@@ -197,10 +190,9 @@ impl ApiKeySigner {
             }
             None => KeyId::api_key(get("tenancy")?, get("user")?, get("fingerprint")?)?,
         };
-        Ok(Self {
-            credentials: Credentials::new(key, key_id),
-            region: entries.get("region").cloned(),
-        })
+        let mut api_key = Self::new(key, key_id);
+        api_key.region = entries.get("region").cloned();
+        Ok(api_key)
     }
 
     /// The profile's `region`, if any.
@@ -209,40 +201,25 @@ impl ApiKeySigner {
         self.region.as_deref()
     }
 
-    /// The credentials.
+    /// The key id.
     #[must_use]
-    pub fn credentials(&self) -> &Credentials {
-        &self.credentials
-    }
-
-    /// Signs an `http::Request` (in memory body) now.
-    ///
-    /// # Errors
-    /// As [`sign`](crate::sign); the request is untouched on error.
-    pub fn sign_http<B: AsRef<[u8]>>(
-        &self,
-        request: &mut http::Request<B>,
-    ) -> Result<SigningOutput> {
-        sign_http_request(request, &self.credentials.signing_params(SystemClock.now()))
-    }
-
-    /// Signs a `reqwest::Request` now.
-    ///
-    /// # Errors
-    /// As [`sign_reqwest_request`]; the request is untouched on error.
-    pub fn sign_reqwest(&self, request: &mut reqwest::Request) -> Result<SigningOutput> {
-        sign_reqwest_request(request, &self.credentials.signing_params(SystemClock.now()))
+    pub fn key_id(&self) -> &KeyId {
+        self.credentials.key_id()
     }
 }
 
-impl CredentialsProvider for ApiKeySigner {
+impl CredentialsProvider for ApiKey {
     fn credentials(&self) -> BoxFuture<'_, Result<Credentials>> {
         Box::pin(std::future::ready(Ok(self.credentials.clone())))
     }
 
     /// A fixed key cannot be renewed: no retry.
-    fn unauthorized(&self, _used: &Credentials) -> bool {
+    fn refused(&self, _used: &Credentials) -> bool {
         false
+    }
+
+    fn now(&self) -> SystemTime {
+        self.clock.now()
     }
 }
 

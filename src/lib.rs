@@ -34,13 +34,15 @@ mod protocol;
 mod secret;
 #[cfg(feature = "reqwest")]
 mod session;
+#[cfg(feature = "reqwest")]
+mod signer;
 mod signing;
 
 #[cfg(feature = "reqwest")]
 pub use cache::{CacheStats, SignerCache, SignerCacheBuilder};
 pub use clock::{Clock, FixedClock, SystemClock};
 #[cfg(feature = "reqwest")]
-pub use credentials::{ApiKeySigner, Credentials, CredentialsProvider};
+pub use credentials::{ApiKey, Credentials, CredentialsProvider};
 #[cfg(feature = "emulator")]
 pub use emulator::{
     Counters, EMULATOR_TENANCY_OCID, Emulator, EmulatorBuilder, Fault, RecordedExchange,
@@ -54,19 +56,19 @@ pub use exchange::{
 };
 #[cfg(feature = "reqwest")]
 pub use key::KeyPool;
-pub use key::{KeyBackend, KeySize, PublicKey, SigningKey, sha256};
+pub use key::{KeyBackend, KeySize, PublicKey, SigningKey};
 #[cfg(feature = "mcp")]
 pub use mcp::{
     AccessToken, BearerAuth, BearerAuthBuilder, BearerAuthLayer, BearerAuthService,
     OptionalAccessToken, access_token, tool_error,
 };
 #[cfg(feature = "middleware")]
-pub use middleware::{BodyDigest, SigningMiddleware};
+pub use middleware::{BodyDigest, SignWith, SigningMiddleware};
 pub use secret::SecretString;
 #[cfg(feature = "reqwest")]
-pub use session::{
-    BoxFuture, Session, SubjectTokenSource, TokenExchangeSigner, TokenExchangeSignerBuilder,
-};
+pub use session::{OciSession, SessionProvider, SubjectTokenSource, TokenExchangeSignerBuilder};
+#[cfg(feature = "reqwest")]
+pub use signer::{ApiKeySigner, Signer, TokenExchangeSigner};
 #[cfg(feature = "reqwest")]
 pub use signing::sign_reqwest_request;
 pub use signing::{

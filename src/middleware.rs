@@ -11,6 +11,28 @@ use crate::credentials::CredentialsProvider;
 use crate::error::{Error, ErrorKind, Result};
 use crate::signing::{SignableBody, SigningOptions, sign_reqwest_request_with_body};
 
+/// The signer for one request, put in its extensions
+/// (`reqwest_middleware::RequestBuilder::with_extension`): one
+/// `ClientWithMiddleware` then serves every user, each request signed as its own
+/// user. It takes precedence over the middleware's own provider.
+#[derive(Clone, Debug)]
+pub struct SignWith(Arc<dyn CredentialsProvider>);
+
+impl SignWith {
+    /// Sign with `signer` (a user's [`TokenExchangeSigner`](crate::TokenExchangeSigner),
+    /// an [`ApiKeySigner`](crate::ApiKeySigner), any provider).
+    #[must_use]
+    pub fn new(signer: Arc<impl CredentialsProvider + 'static>) -> Self {
+        Self(signer)
+    }
+
+    /// Sign with an already type-erased provider.
+    #[must_use]
+    pub fn from_dyn(provider: Arc<dyn CredentialsProvider>) -> Self {
+        Self(provider)
+    }
+}
+
 /// Default largest streamed body buffered to hash it: 16 MiB.
 pub(crate) const DEFAULT_MAX_BUFFERED_BODY: usize = 16 * 1024 * 1024;
 
@@ -25,19 +47,33 @@ pub struct BodyDigest {
     pub sha256: [u8; 32],
 }
 
+impl BodyDigest {
+    /// The digest of `body` (for a body you also stream, or for tests).
+    #[must_use]
+    pub fn of(body: &[u8]) -> Self {
+        Self {
+            content_length: body.len() as u64,
+            sha256: crate::key::sha256(body),
+        }
+    }
+}
+
 /// Signs each request with the credentials of a [`CredentialsProvider`] (a
 /// [`TokenExchangeSigner`](crate::TokenExchangeSigner), an
-/// [`ApiKeySigner`](crate::ApiKeySigner), ...).
+/// [`ApiKeySigner`](crate::ApiKeySigner), ...): the request's [`SignWith`]
+/// extension when it has one, else the middleware's own provider.
 ///
 /// - In-memory bodies are hashed as they are. A streamed body is signed from a
 ///   [`BodyDigest`] extension when present; otherwise it is buffered up to a limit
 ///   (default 16 MiB) and a larger one fails with
 ///   [`ErrorKind::UnsignableBody`]. A body is never signed as empty.
-/// - On a 401 from OCI, the provider drops the refused credentials and, when the
-///   body can be replayed, the request is signed again and sent once more.
+/// - On a 401 from OCI, the provider is told in every case (it drops the refused
+///   credentials if that may help) and, when it did and the body can be replayed,
+///   the request is signed again and sent once more; otherwise the 401 is
+///   returned.
 #[derive(Clone)]
 pub struct SigningMiddleware {
-    provider: Arc<dyn CredentialsProvider>,
+    provider: Option<Arc<dyn CredentialsProvider>>,
     options: SigningOptions,
     max_buffered_body: usize,
 }
@@ -56,7 +92,20 @@ impl SigningMiddleware {
     #[must_use]
     pub fn new(provider: Arc<dyn CredentialsProvider>) -> Self {
         Self {
-            provider,
+            provider: Some(provider),
+            options: SigningOptions::default(),
+            max_buffered_body: DEFAULT_MAX_BUFFERED_BODY,
+        }
+    }
+
+    /// A middleware with no provider of its own: every request names its signer
+    /// with a [`SignWith`] extension, and one without fails with
+    /// [`ErrorKind::InvalidConfig`] before it is sent. For one client shared by
+    /// all users of a server.
+    #[must_use]
+    pub fn per_request() -> Self {
+        Self {
+            provider: None,
             options: SigningOptions::default(),
             max_buffered_body: DEFAULT_MAX_BUFFERED_BODY,
         }
@@ -104,19 +153,34 @@ impl SigningMiddleware {
         Ok(())
     }
 
+    /// The request's signer, else the middleware's.
+    fn provider_for(&self, extensions: &Extensions) -> Result<Arc<dyn CredentialsProvider>> {
+        extensions
+            .get::<SignWith>()
+            .map(|s| Arc::clone(&s.0))
+            .or_else(|| self.provider.clone())
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidConfig,
+                    "request has no signer: attach a SignWith extension (this middleware has no default provider)",
+                )
+            })
+    }
+
     async fn sign(
-        &self,
+        provider: &dyn CredentialsProvider,
+        options: &SigningOptions,
         request: &mut reqwest::Request,
         digest: Option<BodyDigest>,
     ) -> Result<crate::Credentials> {
-        let credentials = self.provider.credentials().await?;
+        let credentials = provider.credentials().await?;
         let body = digest.map(|d| SignableBody::Precomputed {
             content_length: d.content_length,
             sha256: d.sha256,
         });
         let params = credentials
-            .signing_params(self.provider.now())
-            .with_options(&self.options);
+            .signing_params(provider.now())
+            .with_options(options);
         sign_reqwest_request_with_body(request, body, &params)?;
         Ok(credentials)
     }
@@ -128,7 +192,7 @@ impl Middleware for SigningMiddleware {
         mut request: reqwest::Request,
         extensions: &'life1 mut Extensions,
         next: Next<'life2>,
-    ) -> crate::BoxFuture<'async_trait, reqwest_middleware::Result<reqwest::Response>>
+    ) -> crate::session::BoxFuture<'async_trait, reqwest_middleware::Result<reqwest::Response>>
     where
         'life0: 'async_trait,
         'life1: 'async_trait,
@@ -136,27 +200,30 @@ impl Middleware for SigningMiddleware {
         Self: 'async_trait,
     {
         Box::pin(async move {
+            let provider = self
+                .provider_for(extensions)
+                .map_err(reqwest_middleware::Error::middleware)?;
             let digest = extensions.get::<BodyDigest>().copied();
             self.prepare(&mut request, digest)
                 .await
                 .map_err(reqwest_middleware::Error::middleware)?;
             // A copy to replay after a 401 (`None` for a streamed body).
             let replay = request.try_clone();
-            let used = self
-                .sign(&mut request, digest)
+            let used = Self::sign(&*provider, &self.options, &mut request, digest)
                 .await
                 .map_err(reqwest_middleware::Error::middleware)?;
             let response = next.clone().run(request, extensions).await?;
             if response.status() != http::StatusCode::UNAUTHORIZED {
                 return Ok(response);
             }
-            let Some(mut retry) = replay else {
+            // Tell the provider first, whether or not the request can be replayed.
+            let renewed = provider.refused(&used);
+            let Some(mut retry) = replay.filter(|_| renewed) else {
+                tracing::debug!(renewed, "401 from OCI returned to the caller");
                 return Ok(response);
             };
-            if !self.provider.unauthorized(&used) {
-                return Ok(response);
-            }
-            self.sign(&mut retry, digest)
+            tracing::debug!("401 from OCI; retrying once with renewed credentials");
+            Self::sign(&*provider, &self.options, &mut retry, digest)
                 .await
                 .map_err(reqwest_middleware::Error::middleware)?;
             next.run(retry, extensions).await

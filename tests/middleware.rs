@@ -14,8 +14,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use oci_token_exchange::{
-    ApiKeySigner, BodyDigest, Emulator, ErrorKind, KeyPool, PublicKey, SecretString, SignableBody,
-    SignableRequest, SigningMiddleware, TokenExchange, TokenExchangeSigner, VerifyOptions, verify,
+    ApiKeySigner, BodyDigest, Emulator, ErrorKind, FixedClock, KeyPool, PublicKey, SecretString,
+    SignWith, SignableBody, SignableRequest, SigningMiddleware, TokenExchange, TokenExchangeSigner,
+    VerifyOptions, verify,
 };
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
 use serde_json::Value;
@@ -134,10 +135,7 @@ async fn streamed_bodies_are_buffered_within_a_limit_or_signed_from_a_digest() {
     assert_eq!(inner.kind(), ErrorKind::UnsignableBody);
 
     let body: &'static [u8] = b"{\"digested\":2}";
-    let digest = BodyDigest {
-        content_length: body.len() as u64,
-        sha256: oci_token_exchange::sha256(body),
-    };
+    let digest = BodyDigest::of(body);
     let response = small
         .put(url)
         .with_extension(digest)
@@ -185,16 +183,26 @@ async fn api_keys_from_the_oci_config_file() {
     )
     .unwrap();
 
-    let api = ApiKeySigner::from_config_file(Some(&config), "api").unwrap();
+    // Signature dates come from the injected clock.
+    let signed_at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+    let api = ApiKeySigner::from_config_file(Some(&config), "api")
+        .unwrap()
+        .with_clock(Arc::new(FixedClock::new(signed_at)));
     assert_eq!(api.region(), Some("us-phoenix-1"));
     assert_eq!(
-        api.credentials().key_id().expose_secret(),
+        api.key_id().expose_secret(),
         "ocid1.tenancy.oc1..t/ocid1.user.oc1..u/aa:bb:cc"
     );
     let mut request = http::Request::get("https://iaas.us-phoenix-1.oraclecloud.com/20160918/vcns")
         .body(Vec::new())
         .unwrap();
-    api.sign_http(&mut request).unwrap();
+    let used = api.sign_http(&mut request).await.unwrap();
+    assert!(used.session().is_none());
+    assert!(!api.refused(&used), "a fixed key is not renewed");
+    assert_eq!(
+        request.headers()["date"],
+        httpdate::fmt_http_date(signed_at).as_str()
+    );
     let public = PublicKey::from_pem(include_str!("../fixtures/keys/rsa2048-public.pem")).unwrap();
     let received = SignableRequest::from_parts(
         "GET",
@@ -203,15 +211,13 @@ async fn api_keys_from_the_oci_config_file() {
         request.headers(),
         SignableBody::EMPTY,
     );
-    #[allow(clippy::disallowed_methods)] // the signer signed with the system clock
-    let now = SystemTime::now();
-    verify(&received, &VerifyOptions::new(now), |_| Ok(public.clone())).unwrap();
+    verify(&received, &VerifyOptions::new(signed_at), |_| {
+        Ok(public.clone())
+    })
+    .unwrap();
 
     let session = ApiKeySigner::from_config_file(Some(&config), "session").unwrap();
-    assert_eq!(
-        session.credentials().key_id().token(),
-        Some("header.payload.signature")
-    );
+    assert_eq!(session.key_id().token(), Some("header.payload.signature"));
     assert!(!format!("{session:?}").contains("payload"));
 
     let locked = ApiKeySigner::from_config_file(Some(&config), "locked").unwrap_err();
@@ -253,4 +259,110 @@ fn the_list_compartments_example_runs_offline() {
     assert!(stdout.starts_with("status: 200\n"), "{stdout}");
     let list: Value = serde_json::from_str(stdout.lines().nth(1).expect("body")).expect("json");
     assert_eq!(list.as_array().map(Vec::len), Some(2), "{stdout}");
+}
+
+/// Issue 9, defect 5: a 401 for a request that cannot be replayed (streamed with a
+/// digest, or with its body excluded) still drops the refused session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_session_is_dropped_even_when_the_body_cannot_be_replayed() {
+    let body: &'static [u8] = b"{\"digested\":3}";
+    let digest = BodyDigest::of(body);
+    for exclude_body in [false, true] {
+        let (emulator, signer) = setup("cy").await;
+        let url = emulator.api_url().join("/20160918/vcns").unwrap();
+        let http = client(
+            SigningMiddleware::new(signer.clone())
+                .options(oci_token_exchange::SigningOptions::default().exclude_body(exclude_body)),
+        );
+        let mut request = http.put(url).body(stream(body));
+        if !exclude_body {
+            request = request.with_extension(digest);
+        }
+        signer.session().await.unwrap();
+        emulator.reject_next_session_tokens(1);
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401, "not replayable");
+        assert!(
+            signer.current_session().is_none(),
+            "exclude_body {exclude_body}: the refused session is kept"
+        );
+        assert_eq!(emulator.counters().rejected_requests, 1);
+    }
+}
+
+/// One client for every user: each request names its signer with `SignWith`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_signs_each_request_as_its_own_user() {
+    let emulator = Emulator::start().await.unwrap();
+    let exchange = TokenExchange::builder()
+        .domain_url(emulator.domain_url().as_str())
+        .client_credentials(emulator.client_id(), emulator.client_secret().clone())
+        .build()
+        .unwrap();
+    let signer = |user: &str| {
+        Arc::new(
+            TokenExchangeSigner::builder(exchange.clone())
+                .subject_token(SecretString::new(emulator.mint_user_token(user)))
+                .key_pool(KeyPool::new(0))
+                .build()
+                .unwrap(),
+        )
+    };
+    let (ann, bob) = (signer("ann"), signer("bob"));
+    let http = client(SigningMiddleware::per_request());
+    let url = emulator.api_url().join("/20160918/vcns").unwrap();
+
+    for (user, who) in [("ann", &ann), ("bob", &bob), ("ann", &ann)] {
+        let response = http
+            .post(url.clone())
+            .with_extension(SignWith::new(who.clone()))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let principal = json(response).await["principal"].to_string();
+        assert!(
+            principal.contains(&Emulator::user_ocid(user)),
+            "{principal}"
+        );
+    }
+    assert_eq!(
+        (emulator.exchanges_for("ann"), emulator.exchanges_for("bob")),
+        (1, 1)
+    );
+
+    // A 401 renews only the refused user's session, and the request is replayed.
+    for (user, who) in [("bob", &bob), ("ann", &ann)] {
+        emulator.reject_next_session_tokens(1);
+        let response = http
+            .post(url.clone())
+            .with_extension(SignWith::new(who.clone()))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{user}");
+        let principal = json(response).await["principal"].to_string();
+        assert!(
+            principal.contains(&Emulator::user_ocid(user)),
+            "{principal}"
+        );
+    }
+    assert_eq!(
+        (emulator.exchanges_for("ann"), emulator.exchanges_for("bob")),
+        (2, 2)
+    );
+
+    // Without a signer, a clear error and nothing sent.
+    let err = http.get(url).send().await.expect_err("no signer");
+    let reqwest_middleware::Error::Middleware(inner) = err else {
+        panic!("{err:?}")
+    };
+    let inner = inner.downcast_ref::<oci_token_exchange::Error>().unwrap();
+    assert_eq!(inner.kind(), ErrorKind::InvalidConfig);
+    assert_eq!(
+        emulator.counters().verified_requests + emulator.counters().rejected_requests,
+        7
+    );
 }

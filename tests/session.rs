@@ -284,6 +284,10 @@ async fn tokens_without_jti_never_share_an_entry() {
     assert_eq!(cache.len().await, 2);
     cache.invalidate(&a).await;
     assert_eq!(cache.len().await, 1);
+    assert!(
+        !Arc::ptr_eq(&sa, &cache.signer_for(&a).await.unwrap()),
+        "invalidate drops the signer even while a caller still holds it"
+    );
 }
 
 /// An unsigned JWT: the cache reads claims only, and signers exchange lazily.
@@ -403,9 +407,9 @@ async fn invalidate_forces_one_new_exchange() {
     signer.invalidate();
     let second = signer.session().await.unwrap();
     assert!(!Arc::ptr_eq(&first, &second));
-    signer.invalidate_session(&first); // stale: no effect
+    assert!(signer.session_refused(&first), "stale: no effect");
     assert!(Arc::ptr_eq(&second, &signer.session().await.unwrap()));
-    signer.invalidate_session(&second);
+    assert!(signer.session_refused(&second));
     assert!(signer.current_session().is_none());
     signer.session().await.unwrap();
     assert_eq!(w.emulator.exchanges_for("lee"), 3);
@@ -468,7 +472,9 @@ struct PanicsOnce {
 impl oci_token_exchange::SubjectTokenSource for PanicsOnce {
     fn subject_token(
         &self,
-    ) -> oci_token_exchange::BoxFuture<'_, oci_token_exchange::Result<SecretString>> {
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = oci_token_exchange::Result<SecretString>> + Send + '_>,
+    > {
         let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Box::pin(async move {
             if call == 0 {
@@ -546,4 +552,136 @@ async fn a_transient_refresh_failure_keeps_the_still_valid_session() {
             .expect_err("expired")
             .is_reauth_required()
     );
+}
+
+fn invalid_grant() -> Fault {
+    Fault::Respond {
+        status: 400,
+        body: r#"{"error":"invalid_grant","error_description":"the subject token was revoked"}"#
+            .into(),
+    }
+}
+
+/// Issue 9, defect 1: a reauthentication error is never answered with the old
+/// session, not even just after the failure.
+#[tokio::test]
+async fn a_reauth_failure_is_never_masked_by_the_fallback() {
+    let w = world(Duration::from_secs(3600)).await;
+    let signer = w.signer(w.token(UserTokenOptions::new("pia").ttl(Duration::from_secs(6 * 3600))));
+    let first = signer.session().await.unwrap();
+    w.clock.set(first.expires_at() - Duration::from_secs(299));
+    w.emulator.inject_fault(invalid_grant(), 1);
+    let err = signer
+        .session()
+        .await
+        .expect_err("the refusal, not the old session");
+    assert!(err.is_reauth_required(), "{err:?}");
+    w.clock.advance(Duration::from_secs(1));
+    let err = signer
+        .session()
+        .await
+        .expect_err("still the refusal one second later");
+    assert!(err.is_reauth_required(), "{err:?}");
+    assert_eq!(err.oauth_error(), Some("invalid_grant"));
+}
+
+/// Issue 9, defect 1: a clock that steps back ends the fallback window instead of
+/// stretching it.
+#[tokio::test]
+async fn a_clock_step_back_ends_the_fallback_window() {
+    let w = world(Duration::from_secs(3600)).await;
+    let signer =
+        w.signer(w.token(UserTokenOptions::new("quin").ttl(Duration::from_secs(6 * 3600))));
+    let first = signer.session().await.unwrap();
+    let failed_at = first.expires_at() - Duration::from_secs(200);
+    w.clock.set(failed_at);
+    w.emulator.inject_fault(Fault::Status(503), 3);
+    let during = signer.session().await.expect("the still-valid session");
+    assert!(Arc::ptr_eq(&first, &during));
+    let requests = w.emulator.counters().exchange_requests;
+    // The clock steps back 50 s (still inside the refresh margin), then 11 s pass.
+    w.clock.set(failed_at - Duration::from_secs(50));
+    w.clock.advance(Duration::from_secs(11));
+    let fresh = signer
+        .session()
+        .await
+        .expect("a new attempt, which succeeds");
+    assert!(!Arc::ptr_eq(&first, &fresh), "the window did not end");
+    assert_eq!(w.emulator.counters().exchange_requests, requests + 1);
+}
+
+/// Issue 9, defect 8: a token the domain refuses costs one exchange per burst, not
+/// one per request; the memory lasts 30 s of clock time.
+#[tokio::test]
+async fn a_refused_token_costs_one_exchange_per_burst() {
+    let w = world(Duration::from_secs(3600)).await;
+    let cache = w.cache(10);
+    let token = w.token(UserTokenOptions::new("rex"));
+    w.emulator.inject_fault(invalid_grant(), 1);
+    let keys = w.emulator.counters().exchange_requests;
+    for _ in 0..20 {
+        let err = cache
+            .signer_for(&token)
+            .await
+            .unwrap()
+            .session()
+            .await
+            .expect_err("refused");
+        assert_eq!(err.kind(), ErrorKind::ExchangeRejected);
+        assert!(err.is_reauth_required());
+        assert_eq!(err.http_status(), Some(400));
+    }
+    assert_eq!(w.emulator.counters().exchange_requests, keys + 1);
+    w.clock.advance(Duration::from_secs(29));
+    assert!(
+        cache
+            .signer_for(&token)
+            .await
+            .unwrap()
+            .session()
+            .await
+            .is_err()
+    );
+    assert_eq!(w.emulator.counters().exchange_requests, keys + 1);
+    w.clock.advance(Duration::from_secs(2));
+    cache
+        .signer_for(&token)
+        .await
+        .unwrap()
+        .session()
+        .await
+        .expect("after 30 s a new attempt, which succeeds");
+    assert_eq!(w.emulator.counters().exchange_requests, keys + 2);
+}
+
+/// Issue 9, defect 10: a full cache whose admission policy rejects a new entry still
+/// gives every concurrent caller of one token the same signer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_cache_is_still_single_flight_per_token() {
+    let w = world(Duration::from_secs(3600)).await;
+    let cache = w.cache(1);
+    let hot = w.token(UserTokenOptions::new("hot"));
+    for _ in 0..500 {
+        cache.signer_for(&hot).await.unwrap();
+    }
+    assert_eq!(cache.len().await, 1);
+    w.emulator
+        .inject_fault(Fault::Delay(Duration::from_millis(300)), 1);
+    let new = w.token(UserTokenOptions::new("newcomer"));
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let cache = cache.clone();
+        let new = new.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(10 * i)).await;
+            let signer = cache.signer_for(&new).await?;
+            // Let the cache run its maintenance (admission) meanwhile.
+            cache.len().await;
+            signer.session().await.map(|_| ())
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().expect("session");
+    }
+    assert_eq!(w.emulator.exchanges_for("newcomer"), 1);
 }

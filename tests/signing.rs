@@ -243,7 +243,7 @@ fn streamed_bodies_need_a_precomputed_hash() {
     let body = b"streamed content".repeat(1000);
     let precomputed = SignableBody::Precomputed {
         content_length: body.len() as u64,
-        sha256: oci_token_exchange::sha256(&body),
+        sha256: <sha2::Sha256 as sha2::Digest>::digest(&body).into(),
     };
     sign_http_parts(&mut parts, precomputed, &params).expect("precomputed signs");
     assert_eq!(

@@ -55,7 +55,7 @@ use crate::error::Result;
 
 /// SHA-256 of `data` with the default backend.
 #[must_use]
-pub fn sha256(data: &[u8]) -> [u8; 32] {
+pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
     #[cfg(feature = "aws-lc-rs")]
     {
         aws::sha256(data)

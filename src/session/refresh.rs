@@ -1,0 +1,360 @@
+//! The refresh state machine of one user's signer: the current session, the one
+//! refresh in flight, the fallback after a transient failure, the memory of a
+//! refused token, and the 401 guard.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+
+use super::{OciSession, SubjectTokenSource};
+use crate::clock::Clock;
+use crate::error::{Error, ErrorKind, Result};
+use crate::exchange::{TokenExchange, check_subject};
+use crate::key::KeyPool;
+use crate::secret::SecretString;
+
+/// A session whose UPST expires within this is not used as a fallback.
+const EXPIRY_SKEW: Duration = Duration::from_secs(30);
+/// After a transient refresh failure (429, 5xx, timeout, transport), a still-valid
+/// session is used this long before the next attempt.
+const FAILURE_BACKOFF: Duration = Duration::from_secs(10);
+/// A token the identity domain refused for good (any non-retryable exchange
+/// failure: `invalid_grant`, `invalid_client`, a malformed answer, ...) is not sent
+/// again for this long: the remembered error is returned instead, so a burst of
+/// requests with a refused token costs one key and one exchange.
+pub(crate) const REFUSED_TOKEN_MEMORY: Duration = Duration::from_secs(30);
+/// A session made because OCI refused the previous one is not replaced again for
+/// a 401 within this time: a second refusal is not a stale session.
+const FORCED_REFRESH_GUARD: Duration = Duration::from_secs(60);
+
+/// Whether `now` is within `window` after `since`. A clock that moved back before
+/// `since` ends the window: a clock step can shorten it, never stretch it.
+fn within(now: SystemTime, since: SystemTime, window: Duration) -> bool {
+    now.duration_since(since).is_ok_and(|age| age < window)
+}
+
+/// Exchange outcomes, shared by the signers of one cache.
+#[derive(Debug, Default)]
+pub(crate) struct ExchangeStats {
+    pub(crate) exchanges: AtomicU64,
+    pub(crate) failures: AtomicU64,
+}
+
+#[derive(Clone)]
+pub(super) enum Subject {
+    Token(Arc<SecretString>),
+    Source(Arc<dyn SubjectTokenSource>),
+}
+
+type Outcome = Option<Result<Arc<OciSession>>>;
+
+/// A non-retryable exchange failure and the token it was for.
+struct Refusal {
+    token: Arc<SecretString>,
+    error: Error,
+    at: SystemTime,
+}
+
+#[derive(Default)]
+struct State {
+    current: Option<Arc<OciSession>>,
+    inflight: Option<watch::Receiver<Outcome>>,
+    /// When the last refresh failed transiently (cleared by any other outcome).
+    transient_failure_at: Option<SystemTime>,
+    /// The last non-retryable exchange failure (cleared by a success).
+    refusal: Option<Refusal>,
+    /// The next session replaces one that OCI refused.
+    forced_next: bool,
+}
+
+pub(super) struct Shared {
+    pub(super) subject: Subject,
+    exchange: TokenExchange,
+    pool: KeyPool,
+    pub(super) clock: Arc<dyn Clock>,
+    margin: Duration,
+    stats: Arc<ExchangeStats>,
+    state: Mutex<State>,
+}
+
+impl Shared {
+    pub(super) fn new(
+        subject: Subject,
+        exchange: TokenExchange,
+        pool: KeyPool,
+        clock: Arc<dyn Clock>,
+        margin: Duration,
+        stats: Arc<ExchangeStats>,
+    ) -> Self {
+        Self {
+            subject,
+            exchange,
+            pool,
+            clock,
+            margin,
+            stats,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// For `Debug`: the current session and whether a refresh runs.
+    pub(super) fn snapshot(&self) -> (Option<Arc<OciSession>>, bool) {
+        let state = self.state();
+        (state.current.clone(), state.inflight.is_some())
+    }
+
+    /// The remembered refusal of `token`, if it is recent.
+    fn remembered_refusal(&self, token: &SecretString, now: SystemTime) -> Option<Error> {
+        let state = self.state();
+        let refusal = state.refusal.as_ref()?;
+        (within(now, refusal.at, REFUSED_TOKEN_MEMORY)
+            && refusal.token.expose_secret() == token.expose_secret())
+        .then(|| refusal.error.clone())
+    }
+
+    /// One exchange: the current subject token, checked locally; a fresh key; the
+    /// exchange; the new session.
+    async fn refresh(&self) -> Result<Arc<OciSession>> {
+        let subject = match &self.subject {
+            Subject::Token(token) => Arc::clone(token),
+            Subject::Source(source) => Arc::new(source.subject_token().await?),
+        };
+        let now = self.clock.now();
+        let claims = check_subject(subject.expose_secret(), now)?;
+        if let Some(error) = self.remembered_refusal(&subject, now) {
+            tracing::debug!(
+                error_kind = ?error.kind(),
+                http_status = error.http_status(),
+                "refused token remembered; no new exchange"
+            );
+            return Err(error);
+        }
+        let forced = std::mem::take(&mut self.state().forced_next);
+        tracing::debug!(forced, "session refresh started");
+        let key = self.pool.take().await?;
+        let result = self.exchange.exchange(&subject, key.public_key()).await;
+        let counter = if result.is_ok() {
+            &self.stats.exchanges
+        } else {
+            &self.stats.failures
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let upst = match result {
+            Ok(upst) => upst,
+            Err(error) => {
+                if !error.is_retryable() {
+                    self.state().refusal = Some(Refusal {
+                        token: subject,
+                        error: error.clone(),
+                        at: self.clock.now(),
+                    });
+                }
+                return Err(error);
+            }
+        };
+        Ok(Arc::new(OciSession::new(
+            upst,
+            key,
+            self.clock.now(),
+            self.margin,
+            claims.time("exp"),
+            forced,
+        )?))
+    }
+
+    /// The current session, exchanging first if there is none or it is due for
+    /// refresh. See `TokenExchangeSigner::session`.
+    pub(super) async fn session(self: &Arc<Self>) -> Result<Arc<OciSession>> {
+        let now = self.clock.now();
+        let (mut outcome, fallback) = {
+            let mut state = self.state();
+            // A session inside the refresh margin whose UPST is still valid: what
+            // callers get if the refresh fails transiently.
+            let fallback = state
+                .current
+                .as_ref()
+                .filter(|s| {
+                    now.checked_add(EXPIRY_SKEW)
+                        .is_some_and(|t| t < s.expires_at())
+                })
+                .cloned();
+            if let Some(session) = &state.current
+                && now < session.refresh_at()
+            {
+                return Ok(Arc::clone(session));
+            }
+            // Just after a transient failure, keep using the valid session rather
+            // than make every caller wait for another attempt.
+            if let (Some(failed_at), Some(valid)) = (state.transient_failure_at, &fallback)
+                && within(now, failed_at, FAILURE_BACKOFF)
+            {
+                tracing::trace!("refresh backing off; still-valid session used");
+                return Ok(Arc::clone(valid));
+            }
+            let outcome = match &state.inflight {
+                Some(rx) => rx.clone(),
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    state.inflight = Some(rx.clone());
+                    let shared = Arc::clone(self);
+                    // In its own task: a caller that is cancelled does not cancel it.
+                    tokio::spawn(async move {
+                        let mut guard = RefreshGuard {
+                            shared,
+                            tx: Some(tx),
+                        };
+                        let result = guard.shared.refresh().await;
+                        guard.finish(result);
+                    });
+                    rx
+                }
+            };
+            (outcome, fallback)
+        };
+        let result = loop {
+            if let Some(result) = outcome.borrow_and_update().clone() {
+                break result;
+            }
+            if outcome.changed().await.is_err() {
+                // Unreachable while `RefreshGuard` works: it always sends a result.
+                break outcome.borrow().clone().unwrap_or_else(|| {
+                    Err(Error::new(
+                        ErrorKind::Internal,
+                        "session refresh ended without a result",
+                    ))
+                });
+            }
+        };
+        match (result, fallback) {
+            // A transient failure while the old UPST is still valid: use it. Any
+            // other failure (reauthentication, configuration) is the answer.
+            (Err(e), Some(valid)) if e.is_retryable() => {
+                tracing::debug!(
+                    error_kind = ?e.kind(),
+                    "refresh failed transiently; still-valid session used"
+                );
+                Ok(valid)
+            }
+            (result, _) => result,
+        }
+    }
+
+    pub(super) fn current_session(&self) -> Option<Arc<OciSession>> {
+        let now = self.clock.now();
+        self.state()
+            .current
+            .as_ref()
+            .filter(|s| now < s.refresh_at())
+            .cloned()
+    }
+
+    pub(super) fn invalidate(&self) {
+        self.state().current = None;
+    }
+
+    /// Forgets `session` if it is still the current one.
+    pub(super) fn invalidate_session(&self, session: &Arc<OciSession>) {
+        let mut state = self.state();
+        if state
+            .current
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(c, session))
+        {
+            state.current = None;
+            state.forced_next = true;
+        }
+    }
+
+    pub(super) fn session_refused(&self, session: &Arc<OciSession>) -> bool {
+        let now = self.clock.now();
+        // A clock that moved back counts as "just now": the guard holds.
+        let age = now
+            .duration_since(session.obtained_at())
+            .unwrap_or(Duration::ZERO);
+        if session.forced() && age < FORCED_REFRESH_GUARD {
+            tracing::info!(
+                age_s = age.as_secs(),
+                "401 for a session that replaced a refused one; not renewed again"
+            );
+            return false;
+        }
+        tracing::info!("401 from OCI; session dropped for renewal");
+        self.invalidate_session(session);
+        true
+    }
+}
+
+/// Ends a refresh whatever happens to its task: on completion it installs the new
+/// session; if the task panics or is dropped by a runtime shutting down, `Drop`
+/// still clears the in-flight marker (only its own) and releases the waiters.
+struct RefreshGuard {
+    shared: Arc<Shared>,
+    tx: Option<watch::Sender<Outcome>>,
+}
+
+impl RefreshGuard {
+    fn finish(&mut self, result: Result<Arc<OciSession>>) {
+        let Some(tx) = self.tx.take() else { return };
+        {
+            let now = self.shared.clock.now();
+            let mut state = self.shared.state();
+            if state
+                .inflight
+                .as_ref()
+                .is_some_and(|rx| rx.same_channel(&tx.subscribe()))
+            {
+                state.inflight = None;
+            }
+            match &result {
+                Ok(session) => {
+                    tracing::info!(
+                        forced = session.forced(),
+                        expires_in_s = session
+                            .expires_at()
+                            .duration_since(now)
+                            .map_or(0, |d| d.as_secs()),
+                        "session refreshed"
+                    );
+                    state.current = Some(Arc::clone(session));
+                    state.transient_failure_at = None;
+                    state.refusal = None;
+                }
+                Err(error) => {
+                    let retryable = error.is_retryable();
+                    let fallback = retryable
+                        && state.current.as_ref().is_some_and(|s| {
+                            now.checked_add(EXPIRY_SKEW)
+                                .is_some_and(|t| t < s.expires_at())
+                        });
+                    tracing::warn!(
+                        error_kind = ?error.kind(),
+                        http_status = error.http_status(),
+                        retryable,
+                        reauth_required = error.is_reauth_required(),
+                        fallback,
+                        oauth_error = error.oauth_error(),
+                        opc_request_id = error.opc_request_id(),
+                        "session refresh failed"
+                    );
+                    state.transient_failure_at = retryable.then_some(now);
+                }
+            }
+        }
+        let _ = tx.send(Some(result));
+    }
+}
+
+impl Drop for RefreshGuard {
+    fn drop(&mut self) {
+        self.finish(Err(Error::new(
+            ErrorKind::Internal,
+            "session refresh was interrupted (task panicked or runtime shut down)",
+        )));
+    }
+}
