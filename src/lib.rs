@@ -54,7 +54,7 @@ pub use key::{KeyBackend, KeySize, PublicKey, SigningKey, sha256};
 #[cfg(feature = "mcp")]
 pub use mcp::{
     AccessToken, BearerAuth, BearerAuthBuilder, BearerAuthLayer, BearerAuthService,
-    OptionalAccessToken, access_token, tool_error,
+    OptionalAccessToken, ToolError, access_token, tool_error,
 };
 #[cfg(feature = "middleware")]
 pub use middleware::{BodyDigest, SigningMiddleware};
