@@ -19,7 +19,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use oci_token_exchange::{Emulator, SecretString, TokenExchange, TokenExchangeSigner};
+use oci_token_exchange::{
+    Emulator, SecretString, TokenExchange, TokenExchangeSigner, UserTokenOptions,
+};
 use rmcp::ServiceExt as _;
 use rmcp::model::CallToolRequestParams;
 use rmcp::transport::StreamableHttpClientTransport;
@@ -71,6 +73,7 @@ fn benches(c: &mut Criterion) {
         )
         .env("OCI_API_BASE", emulator.api_url().as_str())
         .env("MCP_BIND", "127.0.0.1:0")
+        .env("MCP_AUDIENCE", "https://mcp.example.com/")
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -81,7 +84,9 @@ fn benches(c: &mut Criterion) {
             break url.to_owned();
         }
     };
-    let token = emulator.mint_user_token("bench@example.com");
+    let token = emulator.mint_user_token_with(
+        &UserTokenOptions::new("bench@example.com").audience("https://mcp.example.com/"),
+    );
     let client = runtime.block_on(async {
         let config =
             StreamableHttpClientTransportConfig::with_uri(url.as_str()).auth_header(token.clone());

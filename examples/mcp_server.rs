@@ -1,11 +1,13 @@
 //! An MCP server whose tools call OCI as the user who logged in.
 //!
 //! Streamable HTTP at `http://$MCP_BIND/mcp` (default `127.0.0.1:8000`). Set
-//! `OCI_DOMAIN_URL`, `OCI_CLIENT_ID`, `OCI_CLIENT_SECRET`, `OCI_API_BASE` (and
-//! optionally `MCP_AUDIENCE`); with no `OCI_DOMAIN_URL` it starts the emulator and
-//! prints a demo bearer token. Bearer tokens are validated through the domain's
-//! discovery document; a missing, invalid or expired one gets 401 with
-//! `WWW-Authenticate: Bearer resource_metadata="..."`.
+//! `OCI_DOMAIN_URL`, `OCI_CLIENT_ID`, `OCI_CLIENT_SECRET`, `OCI_API_BASE` and
+//! `MCP_AUDIENCE` (required with a real domain: the `aud` that tokens for this server
+//! carry); with no `OCI_DOMAIN_URL` it starts the emulator and prints a demo bearer
+//! token. Bearer tokens are validated through the domain's discovery document; a
+//! missing, invalid or expired one gets 401 with
+//! `WWW-Authenticate: Bearer resource_metadata="..."`. Logs go to stderr, filtered
+//! by `RUST_LOG` (default `info`).
 //!
 //! Tools: `whoami` and `oci_request {method?, path, body?}`.
 //!
@@ -16,16 +18,20 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use axum::ServiceExt as _;
-use oci_token_exchange::{AccessToken, BearerAuth, SignerCache, TokenExchange, tool_error};
+use oci_token_exchange::{
+    AccessToken, BearerAuth, SignWith, SignerCache, SigningMiddleware, TokenExchange, ToolError,
+};
+use reqwest_middleware::ClientWithMiddleware;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, ServerCapabilities, ServerConfig};
 use rmcp::transport::streamable_http_server::{
     StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
 };
-use rmcp::{ErrorData, ServerHandler, schemars, tool, tool_handler, tool_router};
+use rmcp::{ServerHandler, schemars, tool, tool_handler, tool_router};
 use serde_json::{Value, json};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -33,7 +39,9 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Clone)]
 struct OciTools {
     signers: SignerCache,
-    http: reqwest::Client,
+    /// One client for every user: each request names its user's signer (`SignWith`),
+    /// and the middleware renews a session OCI refuses and replays the request once.
+    http: ClientWithMiddleware,
     api_base: String,
     tool_router: ToolRouter<Self>,
 }
@@ -48,24 +56,23 @@ struct OciRequest {
     body: Option<Value>,
 }
 
+/// RFC 3339, as OCI's own APIs write timestamps.
+fn rfc3339(time: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(time).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 #[tool_router]
 impl OciTools {
     #[tool(description = "Who you are in OCI: your token's subject and your OCI user and tenancy")]
-    async fn whoami(&self, token: AccessToken) -> Result<CallToolResult, ErrorData> {
-        let session = match token.signer(&self.signers).await {
-            Ok(signer) => signer.session().await,
-            Err(e) => Err(e),
-        };
-        Ok(match session {
-            Ok(s) => CallToolResult::structured(json!({
-                "subject": token.subject(),
-                "jti": token.jti(),
-                "user_ocid": s.user_ocid(),
-                "tenancy_ocid": s.tenancy_ocid(),
-                "upst_expires_at": httpdate::fmt_http_date(s.expires_at()),
-            })),
-            Err(e) => tool_error(&e),
-        })
+    async fn whoami(&self, token: AccessToken) -> Result<CallToolResult, ToolError> {
+        let session = token.signer(&self.signers).await?.session().await?;
+        Ok(CallToolResult::structured(json!({
+            "subject": token.subject(),
+            "jti": token.jti(),
+            "user_ocid": session.user_ocid(),
+            "tenancy_ocid": session.tenancy_ocid(),
+            "upst_expires_at": rfc3339(session.expires_at()),
+        })))
     }
 
     #[tool(description = "Call the OCI REST API as you; returns {status, body}")]
@@ -73,66 +80,31 @@ impl OciTools {
         &self,
         token: AccessToken,
         Parameters(request): Parameters<OciRequest>,
-    ) -> Result<CallToolResult, ErrorData> {
+    ) -> Result<CallToolResult, ToolError> {
         if !request.path.starts_with('/') || request.path.starts_with("//") {
-            return Err(ErrorData::invalid_params(
-                "path must start with a single '/'",
-                None,
-            ));
+            return Err(ToolError::invalid_params("path must start with a single '/'"));
         }
-        let signer = match token.signer(&self.signers).await {
-            Ok(signer) => signer,
-            Err(e) => return Ok(tool_error(&e)),
-        };
-        let method = request
-            .method
-            .as_deref()
-            .unwrap_or("GET")
-            .to_ascii_uppercase();
-        let body = match request.body {
-            None => None,
-            Some(Value::String(text)) => Some(text),
-            Some(json) => Some(json.to_string()),
-        };
-        let url = format!("{}{}", self.api_base, request.path);
-        // One retry with a fresh session if OCI no longer accepts the current one.
-        for attempt in 0..2 {
-            let mut builder = self.http.request(
-                method
-                    .parse()
-                    .map_err(|_| ErrorData::invalid_params("invalid method", None))?,
-                &url,
-            );
-            if let Some(body) = &body {
-                builder = builder
-                    .header("content-type", "application/json")
-                    .body(body.clone());
-            }
-            let mut http_request = builder
-                .build()
-                .map_err(|e| ErrorData::invalid_params(e.to_string(), None))?;
-            let session = match signer.sign_reqwest(&mut http_request).await {
-                Ok(session) => session,
-                Err(e) => return Ok(tool_error(&e)),
+        let method = request.method.as_deref().unwrap_or("GET");
+        let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+            .map_err(|_| ToolError::invalid_params("invalid method"))?;
+        let signer = token.signer(&self.signers).await?;
+        let mut call = self
+            .http
+            .request(method, format!("{}{}", self.api_base, request.path))
+            .with_extension(SignWith::new(signer));
+        if let Some(body) = request.body {
+            let body = match body {
+                Value::String(text) => text,
+                json => json.to_string(),
             };
-            let response =
-                self.http.execute(http_request).await.map_err(|e| {
-                    ErrorData::internal_error(format!("oci request failed: {e}"), None)
-                })?;
-            let status = response.status().as_u16();
-            // The guarded path: at most one 401-driven renewal a minute.
-            if status == 401 && attempt == 0 && signer.refused(&session) {
-                continue;
-            }
-            let text = response.text().await.unwrap_or_default();
-            let body = serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text));
-            return Ok(CallToolResult::structured(
-                json!({"status": status, "body": body}),
-            ));
+            call = call.header("content-type", "application/json").body(body);
         }
-        Err(ErrorData::internal_error(
-            "unreachable: the loop returns",
-            None,
+        let response = call.send().await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        let body = serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text));
+        Ok(CallToolResult::structured(
+            json!({"status": status, "body": body}),
         ))
     }
 }
@@ -150,36 +122,48 @@ async fn run() -> Result<(), BoxError> {
     let bind = var("MCP_BIND").unwrap_or_else(|| "127.0.0.1:8000".to_owned());
     let listener = tokio::net::TcpListener::bind(&bind).await?;
     let address = listener.local_addr()?;
+    let resource = format!("http://{address}/mcp");
 
     // Without a real domain, the emulator plays the identity domain and OCI.
     #[cfg(feature = "emulator")]
     let mut _emulator = None;
-    let (domain_url, client_id, client_secret, api_base) = match var("OCI_DOMAIN_URL") {
+    let (domain_url, client_id, client_secret, api_base, audience) = match var("OCI_DOMAIN_URL") {
         Some(domain) => {
             let required = |name: &str| var(name).ok_or_else(|| format!("{name} is not set"));
+            let audience = var("MCP_AUDIENCE").ok_or(
+                "MCP_AUDIENCE is required with OCI_DOMAIN_URL: set it to the audience (aud) \
+                 of the tokens meant for this server, or any token of the domain would be accepted",
+            )?;
             (
                 domain,
                 required("OCI_CLIENT_ID")?,
                 required("OCI_CLIENT_SECRET")?,
                 required("OCI_API_BASE")?,
+                audience,
             )
         }
         #[cfg(feature = "emulator")]
         None => {
             let emulator = oci_token_exchange::Emulator::start().await?;
+            // Demo tokens are minted for this server (the resource URL) unless told.
+            let audience = var("MCP_AUDIENCE").unwrap_or_else(|| resource.clone());
             println!(
                 "emulator: identity domain and OCI at {}",
                 emulator.domain_url()
             );
             println!(
                 "demo bearer token: {}",
-                emulator.mint_user_token("demo@example.com")
+                emulator.mint_user_token_with(
+                    &oci_token_exchange::UserTokenOptions::new("demo@example.com")
+                        .audience(audience.as_str())
+                )
             );
             let config = (
                 emulator.domain_url().to_string(),
                 emulator.client_id().to_owned(),
                 emulator.client_secret().expose_secret().to_owned(),
                 emulator.api_url().to_string(),
+                audience,
             );
             _emulator = Some(emulator);
             config
@@ -194,20 +178,17 @@ async fn run() -> Result<(), BoxError> {
         .domain_url(domain_url.as_str())
         .client_credentials(client_id, client_secret)
         .build()?;
-    let mut auth = BearerAuth::builder()
+    let auth = BearerAuth::builder()
         .domain_url(domain_url.as_str())
-        .resource(format!("http://{address}/mcp"));
-    match var("MCP_AUDIENCE") {
-        Some(audience) => auth = auth.audience(audience),
-        None => {
-            eprintln!("mcp_server: MCP_AUDIENCE is not set; accepting tokens for any audience");
-            auth = auth.allow_any_audience();
-        }
-    }
-    let auth = auth.build()?;
+        .resource(resource.as_str())
+        .audience(audience)
+        .build()?;
+    let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(SigningMiddleware::per_request())
+        .build();
     let tools = OciTools {
         signers: SignerCache::builder(exchange).build(),
-        http: reqwest::Client::new(),
+        http,
         api_base: api_base.trim_end_matches('/').to_owned(),
         tool_router: OciTools::tool_router(),
     };
@@ -217,13 +198,21 @@ async fn run() -> Result<(), BoxError> {
         StreamableHttpServerConfig::default(),
     );
     let app = tower::Layer::layer(&auth.layer(), axum::Router::new().nest_service("/mcp", mcp));
-    println!("listening on http://{address}/mcp");
+    tracing::info!(%resource, "mcp server listening");
+    println!("listening on {resource}");
     axum::serve(listener, app.into_make_service()).await?;
     Ok(())
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
     match run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

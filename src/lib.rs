@@ -60,7 +60,7 @@ pub use key::{KeyBackend, KeySize, PublicKey, SigningKey};
 #[cfg(feature = "mcp")]
 pub use mcp::{
     AccessToken, BearerAuth, BearerAuthBuilder, BearerAuthLayer, BearerAuthService,
-    OptionalAccessToken, access_token, tool_error,
+    OptionalAccessToken, ToolError, access_token, tool_error,
 };
 #[cfg(feature = "middleware")]
 pub use middleware::{BodyDigest, SignWith, SigningMiddleware};

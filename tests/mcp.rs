@@ -37,7 +37,17 @@ impl Drop for Server {
     }
 }
 
-fn start_server(emulator: &Emulator, audience: Option<&str>) -> Server {
+/// The audience the example server is started with, and that test tokens carry.
+const AUDIENCE: &str = "https://mcp.example.com/";
+
+/// A user token for the example server (`aud` = [`AUDIENCE`]).
+fn user_token(emulator: &Emulator, subject: &str) -> String {
+    emulator.mint_user_token_with(&UserTokenOptions::new(subject).audience(AUDIENCE))
+}
+
+/// The example server in real mode (the emulator posing as a real domain), with
+/// `MCP_AUDIENCE` set to `audience` when given.
+fn server_command(emulator: &Emulator, audience: Option<&str>) -> Command {
     let mut command = Command::new(common::example("mcp_server"));
     command
         .env("OCI_DOMAIN_URL", emulator.domain_url().as_str())
@@ -49,11 +59,17 @@ fn start_server(emulator: &Emulator, audience: Option<&str>) -> Server {
         .env("OCI_API_BASE", emulator.api_url().as_str())
         .env("MCP_BIND", "127.0.0.1:0")
         .env_remove("MCP_AUDIENCE")
+        .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     if let Some(audience) = audience {
         command.env("MCP_AUDIENCE", audience);
     }
+    command
+}
+
+fn start_server(emulator: &Emulator) -> Server {
+    let mut command = server_command(emulator, Some(AUDIENCE));
     let mut child = command.spawn().expect("server starts");
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
@@ -103,9 +119,9 @@ async fn call(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_users_see_their_own_identity_with_one_exchange_each() {
     let emulator = Emulator::start().await.unwrap();
-    let server = start_server(&emulator, None);
+    let server = start_server(&emulator);
     for user in ["alice@example.com", "bob@example.com"] {
-        let token = emulator.mint_user_token(user);
+        let token = user_token(&emulator, user);
         let client = connect(&server, &token).await;
         for i in 0..3 {
             let who = call(&client, "whoami", json!({})).await;
@@ -117,7 +133,13 @@ async fn two_users_see_their_own_identity_with_one_exchange_each() {
                 who["tenancy_ocid"],
                 oci_token_exchange::EMULATOR_TENANCY_OCID
             );
-            assert!(who["jti"].is_string() && who["upst_expires_at"].is_string());
+            assert!(who["jti"].is_string());
+            // RFC 3339, as OCI's APIs write timestamps: 2026-11-30T04:00:00Z.
+            let expires = who["upst_expires_at"].as_str().unwrap();
+            assert!(
+                expires.len() == 20 && expires.ends_with('Z') && &expires[10..11] == "T",
+                "{expires}"
+            );
 
             let get = call(
                 &client,
@@ -148,11 +170,27 @@ async fn two_users_see_their_own_identity_with_one_exchange_each() {
     assert_eq!(emulator.counters().rejected_requests, 0);
 
     // OCI refusing the session once: the tool gets a fresh one and succeeds.
-    let client = connect(&server, &emulator.mint_user_token("carol@example.com")).await;
+    let client = connect(&server, &user_token(&emulator, "carol@example.com")).await;
     emulator.reject_next_session_tokens(1);
     let result = call(&client, "oci_request", json!({"path": "/20160918/vcns"})).await;
     assert_eq!(structured(&result)["status"], 200);
     assert_eq!(emulator.exchanges_for("carol@example.com"), 2);
+}
+
+/// Against a real domain, a server without an audience would accept any token the
+/// domain issued for any application: the example refuses to start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_mode_without_an_audience_exits_2_with_a_clear_message() {
+    let emulator = Emulator::start().await.unwrap();
+    let output = server_command(&emulator, None)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("MCP_AUDIENCE is required"), "{stderr}");
+    assert!(!stderr.contains(emulator.client_secret().expose_secret()));
+    assert!(String::from_utf8_lossy(&output.stdout).is_empty());
 }
 
 /// POSTs an MCP initialize with `authorization` (if any); returns status and challenge.
@@ -184,7 +222,7 @@ fn now_secs() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_bearer_tokens_are_refused_with_a_challenge() {
     let emulator = Emulator::start().await.unwrap();
-    let server = start_server(&emulator, Some("https://mcp.example.com/"));
+    let server = start_server(&emulator);
     let metadata = format!(
         "resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp\"",
         server.origin
@@ -233,9 +271,12 @@ async fn bad_bearer_tokens_are_refused_with_a_challenge() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_that_expires_between_calls_gets_the_reauth_signal() {
     let emulator = Emulator::start().await.unwrap();
-    let server = start_server(&emulator, None);
-    let token =
-        emulator.mint_user_token_with(&UserTokenOptions::new("dora").ttl(Duration::from_secs(2)));
+    let server = start_server(&emulator);
+    let token = emulator.mint_user_token_with(
+        &UserTokenOptions::new("dora")
+            .audience(AUDIENCE)
+            .ttl(Duration::from_secs(2)),
+    );
     let client = connect(&server, &token).await;
     let first = call(&client, "whoami", json!({})).await;
     assert_eq!(structured(&first)["user_ocid"], Emulator::user_ocid("dora"));
@@ -253,7 +294,7 @@ async fn a_token_that_expires_between_calls_gets_the_reauth_signal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protected_resource_metadata_is_served() {
     let emulator = Emulator::start().await.unwrap();
-    let server = start_server(&emulator, None);
+    let server = start_server(&emulator);
     for path in [
         "/.well-known/oauth-protected-resource/mcp",
         "/.well-known/oauth-protected-resource",

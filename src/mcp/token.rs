@@ -10,6 +10,7 @@ use rmcp::service::{RequestContext, RoleServer};
 use serde_json::{Map, Value};
 
 use crate::cache::SignerCache;
+use crate::credentials::Credentials;
 use crate::error::Result;
 use crate::secret::SecretString;
 use crate::session::TokenExchangeSigner;
@@ -104,6 +105,25 @@ impl AccessToken {
     /// As [`SignerCache::signer_for`]; map it with [`tool_error`](crate::tool_error).
     pub async fn signer(&self, cache: &SignerCache) -> Result<Arc<TokenExchangeSigner>> {
         cache.signer_for(&self.token).await
+    }
+
+    /// Signs `request` as this user: their signer from `cache` (exchanging on first
+    /// use), then [`Signer::sign_reqwest`](crate::Signer::sign_reqwest). Returns the
+    /// credentials used, for [`Signer::refused`](crate::Signer::refused) after a 401.
+    ///
+    /// With `?` in a tool returning [`ToolError`](crate::ToolError), a failure
+    /// becomes the structured tool error (`reauthentication_required` when the user
+    /// must log in again).
+    ///
+    /// # Errors
+    /// As [`SignerCache::signer_for`] and the signer's `sign_reqwest`; the request is
+    /// untouched on error.
+    pub async fn sign_reqwest(
+        &self,
+        cache: &SignerCache,
+        request: &mut reqwest::Request,
+    ) -> Result<Credentials> {
+        self.signer(cache).await?.sign_reqwest(request).await
     }
 }
 

@@ -1,0 +1,130 @@
+//! Turning this crate's errors into MCP tool results.
+
+use std::fmt;
+
+use rmcp::handler::server::tool::IntoCallToolResult;
+use rmcp::model::{CallToolResponse, CallToolResult, ErrorData};
+use serde_json::json;
+
+use crate::error::Error;
+
+/// The tool result for a failure of this crate, for the model to read.
+///
+/// When the user must log in again (`is_reauth_required()`: their token expired,
+/// or the identity domain refused it), the result says so in a fixed shape,
+/// `{"error": "reauthentication_required", ...}`, instead of a generic failure;
+/// otherwise `{"error": "oci_auth_failed", "retryable": ..}` with the (secret-free)
+/// message.
+#[must_use]
+pub fn tool_error(error: &Error) -> CallToolResult {
+    if error.is_reauth_required() {
+        CallToolResult::structured_error(json!({
+            "error": "reauthentication_required",
+            "message": "the user's login has expired or was refused; log in again and retry",
+        }))
+    } else {
+        CallToolResult::structured_error(json!({
+            "error": "oci_auth_failed",
+            "message": error.to_string(),
+            "retryable": error.is_retryable(),
+        }))
+    }
+}
+
+/// The error type of a tool that calls OCI, so that tool code can use `?` on this
+/// crate's errors, on HTTP failures and on MCP errors alike.
+///
+/// Return `Result<CallToolResult, ToolError>` (or `Result<Json<T>, ToolError>`) from
+/// a `#[tool]`. What the client sees:
+///
+/// - an [`Error`] of this crate: the structured tool error of [`tool_error`]
+///   (`reauthentication_required` when the user must log in again);
+/// - a failed HTTP call to OCI: a structured tool error
+///   `{"error": "oci_request_failed", "message": .., "retryable": true}` whose
+///   message never contains the URL (signed URLs can carry credentials);
+/// - an [`ErrorData`] (for example [`ToolError::invalid_params`]): that MCP
+///   protocol error.
+pub struct ToolError(Repr);
+
+enum Repr {
+    Oci(Error),
+    Http(String),
+    Protocol(ErrorData),
+}
+
+impl ToolError {
+    /// An MCP `invalid_params` error: the tool's arguments are unusable.
+    #[must_use]
+    pub fn invalid_params(message: impl Into<String>) -> Self {
+        Self(Repr::Protocol(ErrorData::invalid_params(message.into(), None)))
+    }
+
+    /// The result the client receives (`Ok`) or the protocol error (`Err`).
+    ///
+    /// # Errors
+    /// The [`ErrorData`] when this is a protocol error.
+    pub fn into_result(self) -> Result<CallToolResult, ErrorData> {
+        match self.0 {
+            Repr::Oci(error) => Ok(tool_error(&error)),
+            Repr::Http(message) => Ok(CallToolResult::structured_error(json!({
+                "error": "oci_request_failed",
+                "message": message,
+                "retryable": true,
+            }))),
+            Repr::Protocol(data) => Err(data),
+        }
+    }
+}
+
+impl fmt::Debug for ToolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Repr::Oci(error) => f.debug_tuple("ToolError").field(error).finish(),
+            Repr::Http(message) => f.debug_tuple("ToolError").field(message).finish(),
+            Repr::Protocol(data) => f.debug_tuple("ToolError").field(&data.message).finish(),
+        }
+    }
+}
+
+impl From<Error> for ToolError {
+    fn from(error: Error) -> Self {
+        Self(Repr::Oci(error))
+    }
+}
+
+impl From<ErrorData> for ToolError {
+    fn from(data: ErrorData) -> Self {
+        Self(Repr::Protocol(data))
+    }
+}
+
+impl From<reqwest::Error> for ToolError {
+    fn from(error: reqwest::Error) -> Self {
+        // reqwest's message names the URL; a signed URL must not reach the model.
+        Self(Repr::Http(format!(
+            "oci request failed: {}",
+            error.without_url()
+        )))
+    }
+}
+
+impl IntoCallToolResult for ToolError {
+    fn into_call_tool_result(self) -> Result<CallToolResponse, ErrorData> {
+        self.into_result().map(Into::into)
+    }
+}
+
+#[cfg(feature = "middleware")]
+impl From<reqwest_middleware::Error> for ToolError {
+    fn from(error: reqwest_middleware::Error) -> Self {
+        match error {
+            reqwest_middleware::Error::Reqwest(e) => e.into(),
+            reqwest_middleware::Error::Middleware(e) => match e.downcast::<Error>() {
+                Ok(oci) => oci.into(),
+                // Only this crate's middleware is expected here; others' messages are
+                // not known to be free of URLs.
+                Err(_) => Self(Repr::Http("oci request failed in a middleware".into())),
+            },
+        }
+    }
+}
