@@ -59,7 +59,7 @@ fn server_command(emulator: &Emulator, audience: Option<&str>) -> Command {
         .env("OCI_API_BASE", emulator.api_url().as_str())
         .env("MCP_BIND", "127.0.0.1:0")
         .env_remove("MCP_AUDIENCE")
-        .env_remove("RUST_LOG")
+        .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     if let Some(audience) = audience {
