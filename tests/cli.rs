@@ -215,3 +215,30 @@ fn bad_input_is_one_line_and_exit_2_without_secrets() {
         assert!(!stderr.contains("eyJsecret"), "{stderr}");
     }
 }
+
+/// Issue 9, defect 6, through the CLI: `--verbose` printed the `opc-obo-token`
+/// value in the signing string; stdout still carries the header as sent.
+#[test]
+fn verbose_redacts_the_obo_token() {
+    let key_id = key_id();
+    let obo = "eyJobo.cli-secret-obo-value.sig";
+    let out = run(&[
+        "--key",
+        "fixtures/signing/key.pem",
+        "--key-id",
+        &key_id,
+        "--url",
+        "https://iaas.us-phoenix-1.oraclecloud.com/20160918/instances",
+        "--header",
+        &format!("opc-obo-token: {obo}"),
+        "--date",
+        DATE,
+        "--verbose",
+    ]);
+    let stderr = String::from_utf8(out.stderr).expect("utf-8");
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("opc-obo-token: [redacted]\n"), "{stderr}");
+    assert!(!stderr.contains(obo), "{stderr}");
+    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(stdout.contains("opc-obo-token\""), "{stdout}");
+}

@@ -514,3 +514,93 @@ async fn echoed_client_credentials_are_scrubbed_from_errors() {
         assert!(text.contains("[redacted]"), "{text}");
     }
 }
+
+/// A `Write` into a shared buffer, for a capturing tracing subscriber.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Every attempt is traced with its number, status, latency, request id and
+/// outcome, and the retry decision; no token or secret appears in any event.
+#[tokio::test]
+async fn attempts_are_traced_without_secrets() {
+    use base64::Engine as _;
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let emulator = Emulator::start().await.unwrap();
+    let secret = emulator.client_secret().expose_secret().to_owned();
+    let basic = base64::engine::general_purpose::STANDARD
+        .encode(format!("{}:{secret}", emulator.client_id()));
+    let exchange = client(&emulator);
+    let subject = SecretString::new(emulator.mint_user_token("dave"));
+    // A 503, then success.
+    emulator.inject_fault(
+        Fault::Respond {
+            status: 503,
+            body: "{}".into(),
+        },
+        1,
+    );
+    let upst = exchange.exchange(&subject, KEY.public_key()).await.unwrap();
+    // A refusal that echoes every secret.
+    emulator.inject_fault(
+        Fault::Respond {
+            status: 400,
+            body: serde_json::json!({
+                "error": "invalid_grant",
+                "error_description": format!("{} {secret} {basic}", subject.expose_secret()),
+            })
+            .to_string(),
+        },
+        1,
+    );
+    exchange
+        .exchange(&subject, KEY.public_key())
+        .await
+        .unwrap_err();
+
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    for field in [
+        "attempt=1",
+        "attempt=2",
+        "status=503",
+        "status=200",
+        "status=400",
+        "latency_ms=",
+        "opc_request_id=",
+        "outcome=\"ok\"",
+        "outcome=\"retryable_status\"",
+        "outcome=\"rejected\"",
+        "retrying token exchange",
+        "delay_ms=",
+    ] {
+        assert!(text.contains(field), "{field} missing from:\n{text}");
+    }
+    for (name, secret) in [
+        ("subject token", subject.expose_secret()),
+        ("upst", upst.token().expose_secret()),
+        ("client secret", secret.as_str()),
+        ("basic credential", basic.as_str()),
+    ] {
+        assert!(!text.contains(secret), "{name} in:\n{text}");
+        for part in secret.split('.').filter(|p| p.len() >= 8) {
+            assert!(!text.contains(part), "part of the {name} in:\n{text}");
+        }
+    }
+}
