@@ -18,9 +18,7 @@ mod emulator;
 mod error;
 #[cfg(feature = "reqwest")]
 mod exchange;
-#[cfg(any(feature = "emulator", feature = "mcp"))]
-mod jws;
-#[cfg(feature = "reqwest")]
+#[cfg(any(feature = "reqwest", feature = "emulator"))]
 mod jwt;
 mod key;
 #[cfg(feature = "mcp")]

@@ -320,6 +320,36 @@ impl SigningKey {
             Inner::Unavailable(never) => match *never {},
         }
     }
+
+    /// The private key as PKCS#8 v1 DER (for `jsonwebtoken`'s encoding key).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Crypto`] if the backend cannot export the key.
+    #[cfg_attr(not(feature = "emulator"), allow(dead_code))]
+    pub(crate) fn to_pkcs8_der(&self) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+        let failed = || Error::new(ErrorKind::Crypto, "cannot export the rsa private key");
+        match &self.inner {
+            #[cfg(feature = "aws-lc-rs")]
+            Inner::Aws(pair) => {
+                use aws_lc_rs::encoding::{AsDer as _, Pkcs8V1Der};
+                let der: Pkcs8V1Der<'static> = pair.as_der().map_err(|_| failed())?;
+                Ok(zeroize::Zeroizing::new(der.as_ref().to_vec()))
+            }
+            #[cfg(feature = "aws-lc-rs")]
+            Inner::AwsLegacy(_) => Err(failed()),
+            #[cfg(feature = "rust-crypto")]
+            Inner::Rust(key) => {
+                use rsa::pkcs8::EncodePrivateKey as _;
+                let der = key.to_pkcs8_der().map_err(|_| failed())?;
+                Ok(zeroize::Zeroizing::new(der.as_bytes().to_vec()))
+            }
+            #[cfg(not(any(feature = "aws-lc-rs", feature = "rust-crypto")))]
+            Inner::Unavailable(never) => {
+                let _ = failed;
+                match *never {}
+            }
+        }
+    }
 }
 
 impl fmt::Debug for SigningKey {
