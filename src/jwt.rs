@@ -33,8 +33,10 @@ pub(crate) fn numeric_date(value: &Value) -> Option<SystemTime> {
 
 /// The payload of a JWT, decoded but not verified.
 #[derive(Clone, Debug)]
+#[cfg_attr(not(feature = "reqwest"), allow(dead_code))]
 pub(crate) struct Claims(pub(crate) Map<String, Value>);
 
+#[cfg_attr(not(feature = "reqwest"), allow(dead_code))]
 impl Claims {
     /// Decodes the header and payload of a compact JWS (`header.payload.signature`)
     /// without verifying anything.
@@ -104,10 +106,10 @@ pub(crate) fn bound_key(
 }
 
 /// Smallest RSA modulus trusted for verification.
-#[cfg(any(feature = "mcp", feature = "emulator"))]
+#[cfg(feature = "mcp")]
 const MIN_RSA_BITS: usize = 2048;
 /// Largest RSA modulus considered.
-#[cfg(any(feature = "mcp", feature = "emulator"))]
+#[cfg(feature = "mcp")]
 const MAX_RSA_BITS: usize = 8192;
 
 /// An RS256 verification key from a JWKS entry, with its `kid`: `None` unless it is
@@ -172,7 +174,7 @@ pub(crate) enum Refusal {
     Audience,
 }
 
-#[cfg(any(feature = "mcp", feature = "emulator"))]
+#[cfg(feature = "mcp")]
 impl Refusal {
     pub(crate) fn describe(self) -> &'static str {
         match self {
