@@ -394,6 +394,25 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "emulator")]
+    #[test]
+    fn issued_tokens_verify_with_every_backend() {
+        use crate::key::{KeyBackend, KeySize, SigningKey};
+        for backend in KeyBackend::ALL {
+            let key = SigningKey::generate_with(*backend, KeySize::Rsa2048).expect("key");
+            let mut claims = Map::new();
+            claims.insert("iss".into(), json!("me"));
+            claims.insert("exp".into(), json!(10.5));
+            let token = encode(&key, "k", &claims).expect("signs");
+            let verified = verify_issued(&token, key.public_key(), "k", Some("me"));
+            assert_eq!(verified.as_ref(), Some(&claims), "{backend:?}");
+            assert!(verify_issued(&token, key.public_key(), "other", Some("me")).is_none());
+            assert!(verify_issued(&token, key.public_key(), "k", Some("you")).is_none());
+            let other = SigningKey::generate_with(*backend, KeySize::Rsa2048).expect("key");
+            assert!(verify_issued(&token, other.public_key(), "k", Some("me")).is_none());
+        }
+    }
+
     #[test]
     fn bound_key_needs_an_rsa_jwk() {
         let mut claims = Map::new();
