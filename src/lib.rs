@@ -20,9 +20,7 @@ mod error;
 mod exchange;
 #[cfg(feature = "reqwest")]
 mod http_util;
-#[cfg(any(feature = "emulator", feature = "mcp"))]
-mod jws;
-#[cfg(feature = "reqwest")]
+#[cfg(any(feature = "reqwest", feature = "emulator"))]
 mod jwt;
 mod key;
 #[cfg(feature = "mcp")]

@@ -21,7 +21,6 @@ use url::Url;
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, ErrorKind, Result};
-use crate::jws;
 use crate::key::{KeySize, SigningKey};
 use crate::secret::SecretString;
 
@@ -425,7 +424,9 @@ impl Emulator {
             claims.insert("scope".into(), json!(scope));
         }
         claims.extend(options.extra.clone());
-        jws::sign(&self.state.user_key, USER_TOKEN_KID, &claims)
+        // Signing with the emulator's own in-memory key fails only if the backend is
+        // broken; an empty token is then refused everywhere, never a panic.
+        crate::jwt::encode(&self.state.user_key, USER_TOKEN_KID, &claims).unwrap_or_default()
     }
 
     /// Makes the next `times` token-endpoint requests fail with `fault` (queued after

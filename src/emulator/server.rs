@@ -13,10 +13,11 @@ use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
 
 use super::{
-    EMULATOR_TENANCY_OCID, Emulator, Fault, RecordedExchange, State, UPST_KID, USER_TOKEN_KID, jws,
-    random_id,
+    EMULATOR_TENANCY_OCID, Emulator, Fault, RecordedExchange, State, UPST_KID, USER_TOKEN_KID,
+    random_id, unix_secs,
 };
 use crate::error::{Error, ErrorKind, Result};
+use crate::jwt;
 use crate::key::PublicKey;
 use crate::signing::{KeyId, SignableBody, SignableRequest, VerifyOptions, verify};
 
@@ -27,6 +28,8 @@ const MAX_BODY: usize = 1024 * 1024;
 const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const UPST_TYPE: &str = "urn:oci:token-type:oci-upst";
 const RPST_TYPE: &str = "urn:oci:token-type:oci-rpst";
+/// The `iss` of OCI session tokens.
+const UPST_ISSUER: &str = "authService.oracle.com";
 
 /// Returned by a handler to close the connection without an answer.
 #[derive(Debug)]
@@ -327,14 +330,19 @@ fn exchange(
             "subject_token is required",
         )
     })?;
-    let subject = jws::verify(subject_token, state.user_key.public_key(), USER_TOKEN_KID)
-        .ok_or_else(|| {
-            refuse(
-                StatusCode::BAD_REQUEST,
-                "invalid_grant",
-                "subject token signature is not valid",
-            )
-        })?;
+    let subject = jwt::verify_issued(
+        subject_token,
+        state.user_key.public_key(),
+        USER_TOKEN_KID,
+        None,
+    )
+    .ok_or_else(|| {
+        refuse(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "subject token signature is not valid",
+        )
+    })?;
     if subject.get("iss").and_then(Value::as_str) != Some(state.issuer.as_str()) {
         return Err(refuse(
             StatusCode::BAD_REQUEST,
@@ -343,8 +351,9 @@ fn exchange(
         ));
     }
     let now = state.now_secs();
-    let subject_exp = subject.get("exp").and_then(Value::as_u64).unwrap_or(0);
-    if subject_exp <= now {
+    let subject_expiry = subject.get("exp").and_then(jwt::numeric_date);
+    let subject_exp = subject_expiry.map_or(0, unix_secs);
+    if subject_expiry.is_none_or(|exp| exp <= state.clock.now()) {
         return Err(refuse(
             StatusCode::BAD_REQUEST,
             "invalid_grant",
@@ -396,7 +405,7 @@ fn exchange(
     let mut claims = Map::new();
     claims.insert("sub".into(), json!(Emulator::user_ocid(&sub)));
     claims.insert("tenant".into(), json!(EMULATOR_TENANCY_OCID));
-    claims.insert("iss".into(), json!("authService.oracle.com"));
+    claims.insert("iss".into(), json!(UPST_ISSUER));
     claims.insert("ptype".into(), json!("user"));
     claims.insert("ttype".into(), json!("upst"));
     claims.insert("sess_exp".into(), json!(subject_exp));
@@ -409,7 +418,13 @@ fn exchange(
         &public_key
     };
     claims.insert("jwk".into(), json!(bound.to_jwk_json(Some("session"))));
-    let upst = jws::sign(&state.upst_key, UPST_KID, &claims);
+    let upst = jwt::encode(&state.upst_key, UPST_KID, &claims).map_err(|_| {
+        refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "cannot sign the session token",
+        )
+    })?;
     let mut counters = state.counters();
     counters.exchanges += 1;
     *counters.exchanges_by_subject.entry(sub).or_insert(0) += 1;
@@ -487,27 +502,21 @@ fn authenticate(state: &State, parts: &http::request::Parts, body: &Bytes) -> Re
                 "only session-token (ST$) key ids are accepted",
             )
         })?;
-        let claims =
-            jws::verify(token, state.upst_key.public_key(), UPST_KID).ok_or_else(|| {
-                Error::new(ErrorKind::SignatureRejected, "session token is not valid")
-            })?;
-        let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
-        if exp <= state.now_secs() {
+        let claims = jwt::verify_issued(
+            token,
+            state.upst_key.public_key(),
+            UPST_KID,
+            Some(UPST_ISSUER),
+        )
+        .ok_or_else(|| Error::new(ErrorKind::SignatureRejected, "session token is not valid"))?;
+        let expiry = claims.get("exp").and_then(jwt::numeric_date);
+        if expiry.is_none_or(|exp| exp <= state.clock.now()) {
             return Err(Error::new(
                 ErrorKind::SignatureRejected,
                 "session token has expired",
             ));
         }
-        let jwk: Value = claims
-            .get("jwk")
-            .and_then(Value::as_str)
-            .and_then(|s| serde_json::from_str(s).ok())
-            .unwrap_or(Value::Null);
-        let key = PublicKey::from_jwk_components(
-            jwk.get("n").and_then(Value::as_str).unwrap_or_default(),
-            jwk.get("e").and_then(Value::as_str).unwrap_or_default(),
-        )
-        .map_err(|_| {
+        let key = jwt::bound_key(&claims).map_err(|_| {
             Error::new(
                 ErrorKind::SignatureRejected,
                 "session token has no usable jwk",

@@ -42,24 +42,7 @@ impl Upst {
             .str("sub")
             .ok_or_else(|| bad("session token has no sub claim"))?
             .to_owned();
-        // `jwk` is a JSON *string* holding a JWK; tolerate an object too.
-        let jwk = match claims.0.get("jwk") {
-            Some(serde_json::Value::String(s)) => serde_json::from_str::<serde_json::Value>(s)
-                .map_err(|_| bad("session token jwk claim is not json"))?,
-            Some(v @ serde_json::Value::Object(_)) => v.clone(),
-            _ => return Err(bad("session token has no jwk claim")),
-        };
-        if jwk.get("kty").and_then(|k| k.as_str()) != Some("RSA") {
-            return Err(bad("session token jwk is not an rsa key"));
-        }
-        let (Some(n), Some(e)) = (
-            jwk.get("n").and_then(|v| v.as_str()),
-            jwk.get("e").and_then(|v| v.as_str()),
-        ) else {
-            return Err(bad("session token jwk lacks n or e"));
-        };
-        let public_key = PublicKey::from_jwk_components(n, e)
-            .map_err(|_| bad("session token jwk is not a valid rsa key"))?;
+        let public_key = crate::jwt::bound_key(&claims.0).map_err(bad)?;
         Ok(Self {
             token: SecretString::new(token),
             user_ocid,

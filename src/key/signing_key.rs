@@ -187,8 +187,7 @@ impl SigningKey {
     ///
     /// # Errors
     /// [`ErrorKind::Crypto`] if the backend cannot encode the key.
-    // Callers (the emulator, a shared-session store) arrive with other changes.
-    #[allow(dead_code)]
+    #[cfg_attr(not(feature = "emulator"), allow(dead_code))]
     pub(crate) fn to_pkcs8_der(&self) -> Result<Zeroizing<Vec<u8>>> {
         match &self.inner {
             #[cfg(feature = "aws-lc-rs")]
@@ -198,6 +197,17 @@ impl SigningKey {
             #[cfg(not(any(feature = "aws-lc-rs", feature = "rust-crypto")))]
             Inner::Unavailable(never) => match *never {},
         }
+    }
+
+    /// The private key as DER PKCS#1 `RSAPrivateKey` (wiped when dropped), the form
+    /// `jsonwebtoken` signs with. Never log it.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Crypto`] if the backend cannot encode the key.
+    #[cfg(feature = "emulator")]
+    pub(crate) fn to_pkcs1_der(&self) -> Result<Zeroizing<Vec<u8>>> {
+        let pkcs8 = self.to_pkcs8_der()?;
+        Ok(Zeroizing::new(der::pkcs1_of_pkcs8(&pkcs8)?.to_vec()))
     }
 
     /// The public half.

@@ -1,0 +1,388 @@
+//! Bearer-token validation: the [`BearerAuth`] checks and its builder.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+use serde_json::{Map, Value};
+use url::Url;
+
+use super::jwks::{JwksSettings, KeyCache, Miss};
+use super::layer::BearerAuthLayer;
+use super::metadata::{METADATA_PATH, metadata_paths};
+use super::token::AccessToken;
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, ErrorKind, Result};
+use crate::exchange::parse_domain_url;
+use crate::jwt::{self, numeric_date};
+use crate::secret::SecretString;
+
+/// Default clock-skew allowance for `exp` and `nbf`.
+const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+/// Default minimum time between two JWKS fetches caused by unknown `kid`s.
+const DEFAULT_REFETCH_INTERVAL: Duration = Duration::from_secs(60);
+/// Default longest time keys are trusted without a successful refresh.
+const DEFAULT_MAX_KEY_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// Why a request is refused.
+pub(super) struct Rejection {
+    pub(super) status: StatusCode,
+    /// RFC 6750 error code, if a token was presented.
+    pub(super) error: Option<&'static str>,
+    pub(super) description: &'static str,
+    pub(super) scope: Option<String>,
+}
+
+impl Rejection {
+    pub(super) fn missing() -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            error: None,
+            description: "a bearer token is required",
+            scope: None,
+        }
+    }
+
+    pub(super) fn invalid(description: &'static str) -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            error: Some("invalid_token"),
+            description,
+            scope: None,
+        }
+    }
+
+    fn unavailable() -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            error: None,
+            description: "the identity domain's signing keys cannot be fetched",
+            scope: None,
+        }
+    }
+}
+
+pub(super) struct Inner {
+    pub(super) domain_url: Url,
+    pub(super) resource: String,
+    pub(super) metadata_paths: Vec<String>,
+    resource_metadata_url: String,
+    audience: Option<String>,
+    pub(super) required_scopes: Vec<String>,
+    leeway: Duration,
+    clock: Arc<dyn Clock>,
+    keys: Arc<KeyCache>,
+}
+
+/// Validates bearer tokens issued by an OCI IAM identity domain, as the MCP
+/// authorization spec asks of a resource server.
+///
+/// - the signature, against the domain's JWKS found through OIDC discovery
+///   (`{domain}/.well-known/openid-configuration`), RS256 only; keys are cached and
+///   re-fetched when a token names an unknown `kid`, at most once per refetch
+///   interval (default 60 s), so a flood of bogus `kid`s cannot hammer the domain.
+///   Fetches run in the background: tokens naming a known key never wait for the
+///   domain. Keys are refreshed hourly, keys under 2048 bits are ignored, and keys
+///   not refreshed for the maximum key age (default 24 h) are no longer trusted
+///   (503 until a fetch succeeds);
+/// - `iss` (the discovery document's issuer), `exp` (required) and `nbf` as JWT
+///   NumericDates (fractions allowed) with a small leeway (default 30 s) against the
+///   configured clock, the audience when configured, and the required scopes;
+///   a `crit` header is refused.
+///
+/// Refusals: 401 with `WWW-Authenticate: Bearer resource_metadata="..."` (plus
+/// `error="invalid_token"` when a bearer token was presented; none for a missing
+/// token or another scheme, RFC 6750 section 3.1), 403 `insufficient_scope`,
+/// 503 when the keys cannot be fetched. Accepted requests carry an
+/// [`AccessToken`] in their extensions. It also serves RFC 9728 protected-resource
+/// metadata at `/.well-known/oauth-protected-resource` and its path-inserted form
+/// (`/.well-known/oauth-protected-resource/mcp` for a resource at `/mcp`).
+///
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct BearerAuth {
+    pub(super) inner: Arc<Inner>,
+}
+
+impl fmt::Debug for BearerAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BearerAuth")
+            .field("domain_url", &self.inner.domain_url.as_str())
+            .field("resource", &self.inner.resource)
+            .field("audience", &self.inner.audience)
+            .field("required_scopes", &self.inner.required_scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`BearerAuth`].
+#[derive(Debug, Default)]
+pub struct BearerAuthBuilder {
+    domain_url: Option<String>,
+    resource: Option<String>,
+    audience: Option<String>,
+    any_audience: bool,
+    required_scopes: Vec<String>,
+    leeway: Option<Duration>,
+    refetch_interval: Option<Duration>,
+    max_key_age: Option<Duration>,
+    clock: Option<Arc<dyn Clock>>,
+    http: Option<reqwest::Client>,
+}
+
+impl BearerAuthBuilder {
+    /// The identity domain that issues the tokens (required); same rules as
+    /// [`TokenExchangeBuilder::domain_url`](crate::TokenExchangeBuilder::domain_url).
+    #[must_use]
+    pub fn domain_url(mut self, url: impl Into<String>) -> Self {
+        self.domain_url = Some(url.into());
+        self
+    }
+
+    /// This server's MCP endpoint as clients reach it, e.g.
+    /// `https://mcp.example.com/mcp` (required): the RFC 9728 `resource`.
+    #[must_use]
+    pub fn resource(mut self, url: impl Into<String>) -> Self {
+        self.resource = Some(url.into());
+        self
+    }
+
+    /// The audience the token's `aud` must contain: this server, as the identity
+    /// domain names it. Required, unless [`BearerAuthBuilder::allow_any_audience`]:
+    /// without it, a token the user got for another application of the same domain
+    /// would be accepted here (and used to act as them in OCI).
+    #[must_use]
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = Some(audience.into());
+        self
+    }
+
+    /// Accepts tokens for any audience. Only for development (the emulator) or
+    /// when every token of the domain is meant for this server.
+    #[must_use]
+    pub fn allow_any_audience(mut self) -> Self {
+        self.any_audience = true;
+        self
+    }
+
+    /// Scopes every token must carry (default: none).
+    #[must_use]
+    pub fn required_scopes<I, S>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.required_scopes = scopes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Clock-skew allowance for `exp` and `nbf` (default 30 s).
+    #[must_use]
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = Some(leeway);
+        self
+    }
+
+    /// Minimum time between JWKS fetches caused by unknown `kid`s (default 60 s).
+    #[must_use]
+    pub fn jwks_refetch_interval(mut self, interval: Duration) -> Self {
+        self.refetch_interval = Some(interval);
+        self
+    }
+
+    /// How long keys are trusted without a successful refresh, while the domain
+    /// cannot be reached (default 24 h); then validation answers unavailable until
+    /// a fetch succeeds.
+    #[must_use]
+    pub fn max_key_age(mut self, age: Duration) -> Self {
+        self.max_key_age = Some(age);
+        self
+    }
+
+    /// The clock for `exp`/`nbf` checks and key ages (default: the system clock).
+    #[must_use]
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// The HTTP client for discovery and JWKS (default: one without redirects and
+    /// with 10 s timeouts).
+    #[must_use]
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http = Some(client);
+        self
+    }
+
+    /// Validates the configuration; no I/O.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidConfig`] for a missing or invalid domain URL or resource,
+    /// or when neither an audience nor `allow_any_audience` was given.
+    pub fn build(self) -> Result<BearerAuth> {
+        let invalid = |m: &'static str| Error::new(ErrorKind::InvalidConfig, m);
+        if self.audience.is_none() && !self.any_audience {
+            return Err(invalid(
+                "an audience is required (or call allow_any_audience explicitly)",
+            ));
+        }
+        let domain_url = parse_domain_url(
+            self.domain_url
+                .as_deref()
+                .ok_or_else(|| invalid("domain url is required"))?,
+        )?;
+        let resource = Url::parse(
+            self.resource
+                .as_deref()
+                .ok_or_else(|| invalid("resource url is required"))?,
+        )
+        .map_err(|_| invalid("resource is not a valid url"))?;
+        if !matches!(resource.scheme(), "https" | "http")
+            || resource.query().is_some()
+            || resource.fragment().is_some()
+        {
+            return Err(invalid(
+                "resource must be an http(s) url without query or fragment",
+            ));
+        }
+        let metadata_paths = metadata_paths(resource.path());
+        let origin = resource.origin().ascii_serialization();
+        let resource_metadata_url = format!(
+            "{origin}{}",
+            metadata_paths.last().map_or(METADATA_PATH, String::as_str)
+        );
+        let http = match self.http {
+            Some(client) => client,
+            None => reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(10))
+                .build()
+                .map_err(|e| invalid("cannot build the http client").with_source(e))?,
+        };
+        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let keys = KeyCache::new(JwksSettings {
+            domain_url: domain_url.clone(),
+            http,
+            clock: Arc::clone(&clock),
+            refetch_interval: self.refetch_interval.unwrap_or(DEFAULT_REFETCH_INTERVAL),
+            max_key_age: self.max_key_age.unwrap_or(DEFAULT_MAX_KEY_AGE),
+        });
+        Ok(BearerAuth {
+            inner: Arc::new(Inner {
+                domain_url,
+                resource: resource.as_str().to_owned(),
+                metadata_paths,
+                resource_metadata_url,
+                audience: self.audience,
+                required_scopes: self.required_scopes,
+                leeway: self.leeway.unwrap_or(DEFAULT_LEEWAY),
+                clock,
+                keys,
+            }),
+        })
+    }
+}
+
+impl BearerAuth {
+    /// A builder.
+    #[must_use]
+    pub fn builder() -> BearerAuthBuilder {
+        BearerAuthBuilder::default()
+    }
+
+    /// The tower layer (usable with axum's `Router::layer`).
+    #[must_use]
+    pub fn layer(&self) -> BearerAuthLayer {
+        BearerAuthLayer { auth: self.clone() }
+    }
+
+    /// The URL of this resource's RFC 9728 metadata, as sent in `WWW-Authenticate`.
+    #[must_use]
+    pub fn resource_metadata_url(&self) -> &str {
+        &self.inner.resource_metadata_url
+    }
+
+    /// Validates a bearer token (without the `Bearer ` prefix).
+    ///
+    /// # Errors
+    /// [`ErrorKind::SignatureRejected`] for a token that is not valid (naming the
+    /// failed check, never echoing the token), [`ErrorKind::InsufficientScope`] for a
+    /// valid token without the required scopes, [`ErrorKind::Transport`] when the
+    /// domain's keys cannot be fetched.
+    pub async fn validate(&self, token: &str) -> Result<AccessToken> {
+        self.check(token).await.map_err(|r| {
+            let kind = match r.status {
+                StatusCode::FORBIDDEN => ErrorKind::InsufficientScope,
+                StatusCode::SERVICE_UNAVAILABLE => ErrorKind::Transport,
+                _ => ErrorKind::SignatureRejected,
+            };
+            Error::new(kind, r.description)
+        })
+    }
+
+    pub(super) async fn check(&self, token: &str) -> std::result::Result<AccessToken, Rejection> {
+        let inner = &self.inner;
+        let header = jwt::header(token)
+            .ok_or_else(|| Rejection::invalid("the token is not an RS256 JWT"))?;
+        if header.alg != jsonwebtoken::Algorithm::RS256 || header.crit.is_some() {
+            return Err(Rejection::invalid("the token is not an RS256 JWT"));
+        }
+        let (key, issuer) = inner
+            .keys
+            .key_for(header.kid.as_deref())
+            .await
+            .map_err(|miss| match miss {
+                Miss::Unknown => Rejection::invalid("the token's signing key is unknown"),
+                Miss::Unavailable => Rejection::unavailable(),
+            })?;
+        let claims = jwt::verify(token, &key, Some(&issuer), inner.audience.as_deref())
+            .map_err(|refusal| Rejection::invalid(refusal.describe()))?;
+        let now = inner.clock.now();
+        let exp = claims
+            .get("exp")
+            .and_then(numeric_date)
+            .ok_or_else(|| Rejection::invalid("the token has no exp"))?;
+        if exp.checked_add(inner.leeway).is_none_or(|end| end <= now) {
+            return Err(Rejection::invalid("the token has expired"));
+        }
+        let latest = now.checked_add(inner.leeway).unwrap_or(now);
+        match claims.get("nbf").map(numeric_date) {
+            None => {}
+            Some(Some(nbf)) if nbf <= latest => {}
+            Some(Some(_)) => return Err(Rejection::invalid("the token is not valid yet")),
+            Some(None) => return Err(Rejection::invalid("the token's nbf is not a date")),
+        }
+        let scopes = scopes_of(&claims);
+        let missing = inner.required_scopes.iter().any(|s| !scopes.contains(s));
+        if missing {
+            return Err(Rejection {
+                status: StatusCode::FORBIDDEN,
+                error: Some("insufficient_scope"),
+                description: "the token lacks a required scope",
+                scope: Some(inner.required_scopes.join(" ")),
+            });
+        }
+        Ok(AccessToken {
+            token: SecretString::new(token),
+            claims: Arc::new(claims),
+            scopes,
+        })
+    }
+}
+
+fn scopes_of(claims: &Map<String, Value>) -> Vec<String> {
+    let mut scopes: Vec<String> = Vec::new();
+    if let Some(scope) = claims.get("scope").and_then(Value::as_str) {
+        scopes.extend(scope.split_whitespace().map(str::to_owned));
+    }
+    match claims.get("scp") {
+        Some(Value::String(s)) => scopes.extend(s.split_whitespace().map(str::to_owned)),
+        Some(Value::Array(list)) => {
+            scopes.extend(list.iter().filter_map(Value::as_str).map(str::to_owned))
+        }
+        _ => {}
+    }
+    scopes
+}

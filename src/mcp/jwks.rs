@@ -1,0 +1,285 @@
+//! The identity domain's signing keys: OIDC discovery, the JWKS, and their cache.
+//!
+//! Fetches run in their own task, never under a lock a validation waits on: a
+//! caller that gives up (client gone, outer timeout) does not cancel the fetch nor
+//! erase the record of the attempt, so the refetch limit holds, and tokens naming a
+//! known key keep validating while the domain is slow.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use jsonwebtoken::DecodingKey;
+use serde_json::{Map, Value};
+use url::Url;
+
+use crate::clock::Clock;
+use crate::error::{Error, ErrorKind, Result};
+use crate::exchange::is_loopback;
+
+/// Keys older than this are fetched again (in the background) on the next request,
+/// so keys removed from the JWKS stop being trusted.
+const REFRESH_AFTER: Duration = Duration::from_secs(3600);
+/// Largest discovery or JWKS document read.
+const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
+/// Longest wait for one document.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why no key is available for a token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Miss {
+    /// The keys are known and trusted, but none has this `kid`.
+    Unknown,
+    /// No trusted keys: never fetched, or older than the maximum age.
+    Unavailable,
+}
+
+/// What the cache is configured with.
+pub(super) struct JwksSettings {
+    pub(super) domain_url: Url,
+    pub(super) http: reqwest::Client,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) refetch_interval: Duration,
+    pub(super) max_key_age: Duration,
+}
+
+#[derive(Default)]
+struct Keys {
+    issuer: Option<String>,
+    by_kid: HashMap<String, DecodingKey>,
+    /// When the keys in hand were fetched (the attempt's start).
+    fetched_at: Option<SystemTime>,
+    /// Last fetch attempt, recorded before it starts.
+    attempted_at: Option<SystemTime>,
+    /// A fetch task is running.
+    fetching: bool,
+}
+
+/// The cached keys of one identity domain.
+pub(super) struct KeyCache {
+    settings: JwksSettings,
+    keys: Mutex<Keys>,
+    /// Bumped when a fetch ends (successful or not).
+    fetched: tokio::sync::watch::Sender<u64>,
+}
+
+impl fmt::Debug for KeyCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyCache")
+            .field("domain_url", &self.settings.domain_url.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyCache {
+    pub(super) fn new(settings: JwksSettings) -> Arc<Self> {
+        Arc::new(Self {
+            settings,
+            keys: Mutex::new(Keys::default()),
+            fetched: tokio::sync::watch::Sender::new(0),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Keys> {
+        self.keys.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The key for `kid` (without a kid, only an unambiguous single key) and the
+    /// issuer. Known keys are answered at once (stale ones refreshed in the
+    /// background); an unknown kid waits for a fetch, at most one per refetch
+    /// interval.
+    pub(super) async fn key_for(
+        self: &Arc<Self>,
+        kid: Option<&str>,
+    ) -> std::result::Result<(DecodingKey, String), Miss> {
+        let mut fetched = {
+            let mut keys = self.lock();
+            let now = self.settings.clock.now();
+            let age = keys
+                .fetched_at
+                .map(|at| now.duration_since(at).unwrap_or(Duration::ZERO));
+            if let Some(found) = self
+                .trusted(&keys, now)
+                .then(|| lookup(&keys, kid))
+                .flatten()
+            {
+                if age.is_some_and(|age| age >= REFRESH_AFTER) {
+                    self.start_fetch(&mut keys, now);
+                }
+                return Ok(found);
+            }
+            if !self.start_fetch(&mut keys, now) && !keys.fetching {
+                // Rate-limited: answer from what is known, without asking the domain.
+                return Err(self.miss(&keys, now));
+            }
+            // Subscribed under the lock: the fetch cannot end before this.
+            self.fetched.subscribe()
+        };
+        // The fetch runs in its own task: dropping this future does not cancel it.
+        let _ = fetched.changed().await;
+        let keys = self.lock();
+        let now = self.settings.clock.now();
+        match self
+            .trusted(&keys, now)
+            .then(|| lookup(&keys, kid))
+            .flatten()
+        {
+            Some(found) => Ok(found),
+            None => Err(self.miss(&keys, now)),
+        }
+    }
+
+    /// Whether the keys in hand are younger than the maximum age.
+    fn trusted(&self, keys: &Keys, now: SystemTime) -> bool {
+        keys.fetched_at.is_some_and(|at| {
+            now.duration_since(at).unwrap_or(Duration::ZERO) < self.settings.max_key_age
+        })
+    }
+
+    fn miss(&self, keys: &Keys, now: SystemTime) -> Miss {
+        if self.trusted(keys, now) && !keys.by_kid.is_empty() {
+            Miss::Unknown
+        } else {
+            Miss::Unavailable
+        }
+    }
+
+    /// Starts a fetch task unless one is running or the last attempt was within the
+    /// refetch interval; records the attempt first. Whether one started.
+    fn start_fetch(self: &Arc<Self>, keys: &mut Keys, now: SystemTime) -> bool {
+        let recent = keys.attempted_at.is_some_and(|at| {
+            now.duration_since(at)
+                .is_ok_and(|since| since < self.settings.refetch_interval)
+        });
+        if keys.fetching || recent {
+            return false;
+        }
+        keys.attempted_at = Some(now);
+        keys.fetching = true;
+        let done = FetchDone(Arc::clone(self));
+        tokio::spawn(async move {
+            let cache = Arc::clone(&done.0);
+            cache.refresh(now).await;
+            drop(done);
+        });
+        true
+    }
+
+    async fn refresh(&self, attempted_at: SystemTime) {
+        let domain = self.settings.domain_url.host_str().unwrap_or_default();
+        let started = tokio::time::Instant::now();
+        tracing::debug!(domain, "jwks fetch started");
+        let outcome = self.fetch().await;
+        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        match outcome {
+            Ok((issuer, by_kid)) => {
+                tracing::info!(domain, keys = by_kid.len(), latency_ms, "jwks fetched");
+                let mut keys = self.lock();
+                keys.issuer = Some(issuer);
+                keys.by_kid = by_kid;
+                keys.fetched_at = Some(attempted_at);
+            }
+            Err(error) => {
+                tracing::warn!(domain, latency_ms, error = %error, "jwks fetch failed");
+            }
+        }
+    }
+
+    async fn fetch(&self) -> Result<(String, HashMap<String, DecodingKey>)> {
+        let discovery_url = format!(
+            "{}/.well-known/openid-configuration",
+            self.settings.domain_url.as_str().trim_end_matches('/')
+        );
+        let discovery = self.get_json(&discovery_url).await?;
+        let bad = || {
+            Error::new(
+                ErrorKind::MalformedResponse,
+                "discovery document lacks issuer or jwks_uri",
+            )
+        };
+        let issuer = discovery
+            .get("issuer")
+            .and_then(Value::as_str)
+            .ok_or_else(bad)?
+            .to_owned();
+        let jwks_uri = discovery
+            .get("jwks_uri")
+            .and_then(Value::as_str)
+            .ok_or_else(bad)?
+            .to_owned();
+        let jwks = self.get_json(&jwks_uri).await?;
+        // Each key on its own: one key of an unknown type does not hide the others.
+        let by_kid = jwks
+            .get("keys")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(crate::jwt::verification_key)
+            .collect();
+        Ok((issuer, by_kid))
+    }
+
+    async fn get_json(&self, url: &str) -> Result<Map<String, Value>> {
+        let failed = || {
+            Error::new(
+                ErrorKind::Transport,
+                "cannot fetch an identity domain document",
+            )
+        };
+        let parsed = Url::parse(url).map_err(|_| failed())?;
+        if parsed.scheme() != "https" && !(parsed.scheme() == "http" && is_loopback(parsed.host()))
+        {
+            return Err(failed());
+        }
+        let mut response = self
+            .settings
+            .http
+            .get(parsed.clone())
+            .timeout(FETCH_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| failed().with_source(e.without_url()))?;
+        // A caller's client may follow redirects: only the URL asked for counts.
+        if !response.status().is_success() || response.url() != &parsed {
+            return Err(failed());
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| failed().with_source(e.without_url()))?
+        {
+            if bytes.len().saturating_add(chunk.len()) > MAX_DOCUMENT_BYTES {
+                return Err(failed());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        match serde_json::from_slice(&bytes) {
+            Ok(Value::Object(map)) => Ok(map),
+            _ => Err(failed()),
+        }
+    }
+}
+
+/// Ends a fetch, however its task ends: clears the flag and wakes the waiters.
+struct FetchDone(Arc<KeyCache>);
+
+impl Drop for FetchDone {
+    fn drop(&mut self) {
+        self.0.lock().fetching = false;
+        self.0
+            .fetched
+            .send_modify(|generation| *generation = generation.wrapping_add(1));
+    }
+}
+
+/// The key for `kid` (without a kid, only an unambiguous single key) and the issuer.
+fn lookup(keys: &Keys, kid: Option<&str>) -> Option<(DecodingKey, String)> {
+    let key = match kid {
+        Some(kid) => keys.by_kid.get(kid),
+        None if keys.by_kid.len() == 1 => keys.by_kid.values().next(),
+        None => None,
+    }?;
+    Some((key.clone(), keys.issuer.clone()?))
+}

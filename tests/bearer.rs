@@ -1,0 +1,738 @@
+//! `BearerAuth` against identity domains served on 127.0.0.1 inside each test: a
+//! tiny discovery + JWKS server whose keys and health the test controls, and a
+//! listener that accepts and never answers.
+#![cfg(all(feature = "mcp", feature = "emulator"))]
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use oci_token_exchange::{AccessToken, BearerAuth, ErrorKind, FixedClock, KeySize, SigningKey};
+use serde_json::{Value, json};
+
+const START: u64 = 1_800_000_000;
+const AUDIENCE: &str = "https://mcp.example.com/";
+
+/// How the test domain answers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Up,
+    /// 500 for every document.
+    Down,
+    /// Accepts the request and never answers.
+    Hang,
+}
+
+struct DomainState {
+    keys: Mutex<Vec<Value>>,
+    mode: Mutex<Mode>,
+    jwks_requests: AtomicU32,
+}
+
+/// A loopback identity domain: discovery and JWKS only.
+struct Domain {
+    url: String,
+    state: Arc<DomainState>,
+}
+
+impl Domain {
+    async fn start(keys: &[(&str, &SigningKey)]) -> Self {
+        let state = Arc::new(DomainState {
+            keys: Mutex::new(keys.iter().map(|(kid, key)| jwk(kid, key)).collect()),
+            mode: Mutex::new(Mode::Up),
+            jwks_requests: AtomicU32::new(0),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let base = url.clone();
+        let shared = Arc::clone(&state);
+        let app = axum::Router::new()
+            .route(
+                "/.well-known/openid-configuration",
+                axum::routing::get({
+                    let state = Arc::clone(&shared);
+                    move || async move {
+                        answer(
+                            &state,
+                            json!({"issuer": base, "jwks_uri": format!("{base}/jwks")}),
+                        )
+                        .await
+                    }
+                }),
+            )
+            .route(
+                "/jwks",
+                axum::routing::get({
+                    let state = Arc::clone(&shared);
+                    move || async move {
+                        state.jwks_requests.fetch_add(1, Ordering::SeqCst);
+                        let keys = state.keys.lock().unwrap().clone();
+                        answer(&state, json!({ "keys": keys })).await
+                    }
+                }),
+            );
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self { url, state }
+    }
+
+    fn set_mode(&self, mode: Mode) {
+        *self.state.mode.lock().unwrap() = mode;
+    }
+
+    fn publish(&self, kid: &str, key: &SigningKey) {
+        self.state.keys.lock().unwrap().push(jwk(kid, key));
+    }
+
+    fn jwks_requests(&self) -> u32 {
+        self.state.jwks_requests.load(Ordering::SeqCst)
+    }
+
+    fn issuer(&self) -> &str {
+        &self.url
+    }
+}
+
+async fn answer(state: &DomainState, body: Value) -> (axum::http::StatusCode, String) {
+    let mode = *state.mode.lock().unwrap();
+    match mode {
+        Mode::Up => (axum::http::StatusCode::OK, body.to_string()),
+        Mode::Down => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, String::new()),
+        Mode::Hang => std::future::pending().await,
+    }
+}
+
+fn jwk(kid: &str, key: &SigningKey) -> Value {
+    let public = key.public_key();
+    json!({"kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256",
+           "n": public.jwk_n(), "e": public.jwk_e()})
+}
+
+fn b64(value: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(value.to_string())
+}
+
+/// A compact JWS with exactly this header and these claims, signed RS256 by `key`.
+fn signed(key: &SigningKey, header: &Value, claims: &Value) -> String {
+    let input = format!("{}.{}", b64(header), b64(claims));
+    let signature = key.sign_pkcs1_sha256(input.as_bytes()).unwrap();
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
+}
+
+fn rs256(kid: &str) -> Value {
+    json!({"alg": "RS256", "typ": "JWT", "kid": kid})
+}
+
+fn claims(domain: &Domain, now: u64) -> Value {
+    json!({"iss": domain.issuer(), "sub": "ann", "aud": AUDIENCE,
+           "iat": now, "exp": now + 3600})
+}
+
+fn with(mut claims: Value, name: &str, value: Value) -> Value {
+    claims[name] = value;
+    claims
+}
+
+fn without(mut claims: Value, name: &str) -> Value {
+    claims.as_object_mut().unwrap().remove(name);
+    claims
+}
+
+fn key() -> SigningKey {
+    SigningKey::generate(KeySize::Rsa2048).unwrap()
+}
+
+fn auth(domain_url: &str, clock: &Arc<FixedClock>) -> BearerAuth {
+    BearerAuth::builder()
+        .domain_url(domain_url)
+        .resource("http://127.0.0.1:1/mcp")
+        .audience(AUDIENCE)
+        .clock(Arc::clone(clock) as Arc<dyn oci_token_exchange::Clock>)
+        .build()
+        .unwrap()
+}
+
+fn clock() -> Arc<FixedClock> {
+    Arc::new(FixedClock::at_unix(START))
+}
+
+#[tokio::test]
+async fn a_valid_token_passes_and_carries_its_claims() {
+    let k = key();
+    let domain = Domain::start(&[("k1", &k)]).await;
+    let clock = clock();
+    let auth = auth(&domain.url, &clock);
+    let token = signed(&k, &rs256("k1"), &claims(&domain, START));
+    let accepted = auth.validate(&token).await.expect("valid");
+    assert_eq!(accepted.subject(), Some("ann"));
+}
+
+/// Defect: a fractional `exp` passed the exchange's reading but failed `BearerAuth`,
+/// and a fractional `nbf` was ignored. One NumericDate rule now.
+#[tokio::test]
+async fn fractional_numeric_dates_follow_one_rule() {
+    let k = key();
+    let domain = Domain::start(&[("k1", &k)]).await;
+    let clock = clock();
+    let auth = auth(&domain.url, &clock);
+    let float_exp = with(claims(&domain, START), "exp", json!(START as f64 + 3600.5));
+    auth.validate(&signed(&k, &rs256("k1"), &float_exp))
+        .await
+        .expect("a fractional exp is a NumericDate");
+    let future_nbf = with(claims(&domain, START), "nbf", json!(START as f64 + 600.5));
+    let err = auth
+        .validate(&signed(&k, &rs256("k1"), &future_nbf))
+        .await
+        .expect_err("a fractional nbf in the future is checked");
+    assert_eq!(err.kind(), ErrorKind::SignatureRejected);
+    for bad in [json!("1800000000"), json!(-1), json!(null), json!(1e300)] {
+        let odd_exp = with(claims(&domain, START), "exp", bad.clone());
+        assert!(
+            auth.validate(&signed(&k, &rs256("k1"), &odd_exp))
+                .await
+                .is_err(),
+            "exp {bad} is not a usable NumericDate"
+        );
+    }
+}
+
+/// Defect: a JWS `crit` header was ignored; we understand no extension.
+#[tokio::test]
+async fn a_crit_header_is_rejected() {
+    let k = key();
+    let domain = Domain::start(&[("k1", &k)]).await;
+    let auth = auth(&domain.url, &clock());
+    let header = json!({"alg": "RS256", "kid": "k1", "crit": ["exp-ext"], "exp-ext": 1});
+    let err = auth
+        .validate(&signed(&k, &header, &claims(&domain, START)))
+        .await
+        .expect_err("crit");
+    assert_eq!(err.kind(), ErrorKind::SignatureRejected);
+}
+
+/// Defect: keys under 2048 bits in the JWKS were trusted.
+#[cfg(feature = "rust-crypto")]
+#[tokio::test]
+async fn small_jwks_keys_are_not_trusted() {
+    let pem = std::fs::read_to_string(format!(
+        "{}/fixtures/keys/rsa1024-pkcs8.pem",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let small =
+        SigningKey::from_pem_with(&pem, oci_token_exchange::KeyBackend::RustCrypto).unwrap();
+    assert_eq!(small.bits(), 1024);
+    let k = key();
+    let domain = Domain::start(&[("big", &k), ("small", &small)]).await;
+    let auth = auth(&domain.url, &clock());
+    let err = auth
+        .validate(&signed(&small, &rs256("small"), &claims(&domain, START)))
+        .await
+        .expect_err("1024-bit key");
+    assert_eq!(err.kind(), ErrorKind::SignatureRejected);
+    auth.validate(&signed(&k, &rs256("big"), &claims(&domain, START)))
+        .await
+        .expect("the 2048-bit key still works");
+}
+
+/// Defect: cached keys were trusted forever while the domain was down.
+#[tokio::test]
+async fn cached_keys_stop_being_trusted_after_the_maximum_age() {
+    let k = key();
+    let domain = Domain::start(&[("k1", &k)]).await;
+    let clock = clock();
+    let auth = auth(&domain.url, &clock);
+    let token_at = |now: u64| signed(&k, &rs256("k1"), &claims(&domain, now));
+    auth.validate(&token_at(START)).await.expect("fresh keys");
+    assert_eq!(domain.jwks_requests(), 1);
+
+    // Hourly refresh while the domain is up.
+    clock.advance(Duration::from_secs(2 * 3600));
+    let now = START + 2 * 3600;
+    auth.validate(&token_at(now)).await.expect("still good");
+    settle(|| domain.jwks_requests() == 2).await;
+    assert_eq!(domain.jwks_requests(), 2, "keys refreshed after an hour");
+
+    // Down: known keys keep working for a while, then stop being trusted.
+    domain.set_mode(Mode::Down);
+    clock.advance(Duration::from_secs(20 * 3600));
+    let now = now + 20 * 3600;
+    auth.validate(&token_at(now))
+        .await
+        .expect("keys 20 h old are still trusted");
+    clock.advance(Duration::from_secs(5 * 3600));
+    let now = now + 5 * 3600;
+    // Let any refresh started by the previous call finish (and fail).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let err = auth
+        .validate(&token_at(now))
+        .await
+        .expect_err("keys 25 h old are not trusted");
+    assert_eq!(err.kind(), ErrorKind::Transport, "{err}");
+
+    // Back up: after the refetch interval a fetch succeeds and tokens pass again.
+    domain.set_mode(Mode::Up);
+    clock.advance(Duration::from_secs(61));
+    let now = now + 61;
+    let mut accepted = false;
+    for _ in 0..50 {
+        if auth.validate(&token_at(now)).await.is_ok() {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(accepted, "fresh keys are trusted again");
+}
+
+/// Waits (at most 2 s) for a condition set by a background task.
+async fn settle(done: impl Fn() -> bool) {
+    for _ in 0..100 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Defect: the refetch limit was recorded after the fetch, so a caller dropped
+/// mid-fetch recorded nothing and every unknown `kid` fetched again; and the fetch
+/// ran under a lock every validation waited on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_domain_costs_one_connection() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&connections);
+    tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            open.push(stream); // never answered, never closed
+        }
+    });
+    let auth = auth(&url, &clock());
+    let header = b64(&rs256("x"));
+    let token = format!("{header}.{}.c2ln", b64(&json!({"sub": "x"})));
+    for _ in 0..5 {
+        let outcome = tokio::time::timeout(Duration::from_millis(50), auth.validate(&token)).await;
+        assert!(!matches!(outcome, Ok(Ok(_))));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn known_kids_validate_while_a_refresh_hangs() {
+    let k = key();
+    let domain = Domain::start(&[("k1", &k)]).await;
+    let clock = clock();
+    let auth = auth(&domain.url, &clock);
+    auth.validate(&signed(&k, &rs256("k1"), &claims(&domain, START)))
+        .await
+        .unwrap();
+    domain.set_mode(Mode::Hang);
+    // Keys are now stale (refreshed hourly) and a token names an unknown kid.
+    clock.advance(Duration::from_secs(2 * 3600));
+    let now = START + 2 * 3600;
+    let other = key();
+    let unknown = signed(&other, &rs256("k2"), &claims(&domain, now));
+    let _ = tokio::time::timeout(Duration::from_millis(50), auth.validate(&unknown)).await;
+    let known = signed(&k, &rs256("k1"), &claims(&domain, now));
+    let outcome = tokio::time::timeout(Duration::from_millis(500), auth.validate(&known)).await;
+    assert!(
+        matches!(outcome, Ok(Ok(_))),
+        "a known kid does not wait for the hanging domain"
+    );
+}
+
+/// Defect: `Authorization: Basic ...` got `error="invalid_token"`; RFC 6750 section
+/// 3.1 says no error code when the request carries no bearer token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_bearer_authorization_is_answered_like_a_missing_token() {
+    let k = key();
+    let domain = Domain::start(&[("k1", &k)]).await;
+    let auth = auth(&domain.url, &clock());
+    let url = layer_app(&auth).await;
+    let expected = format!(
+        "Bearer resource_metadata=\"{}\"",
+        auth.resource_metadata_url()
+    );
+    let http = reqwest::Client::new();
+    for authorization in [None, Some("Basic dXNlcjpwdw=="), Some("Digest x=1")] {
+        let mut request = http.post(&url);
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401, "{authorization:?}");
+        assert_eq!(
+            response.headers()["www-authenticate"].to_str().unwrap(),
+            expected,
+            "{authorization:?}"
+        );
+    }
+    // Two Authorization headers: a malformed request, refused as an invalid token.
+    let token = signed(&k, &rs256("k1"), &claims(&domain, START));
+    let response = http
+        .post(&url)
+        .header("authorization", format!("Bearer {token}"))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let challenge = response.headers()["www-authenticate"].to_str().unwrap();
+    assert!(
+        challenge.starts_with("Bearer error=\"invalid_token\""),
+        "{challenge}"
+    );
+    let response = http
+        .post(&url)
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+async fn layer_app(auth: &BearerAuth) -> String {
+    let app = axum::Router::new().route(
+        "/mcp",
+        axum::routing::post(|request: axum::extract::Request| async move {
+            let token = request.extensions().get::<AccessToken>().cloned().unwrap();
+            token.subject().unwrap_or("?").to_owned()
+        }),
+    );
+    let app = tower::Layer::layer(&auth.layer(), app);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, axum::ServiceExt::into_make_service(app))
+            .await
+            .unwrap();
+    });
+    format!("http://{address}/mcp")
+}
+
+/// HMAC-SHA256, for the algorithm-confusion token.
+fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
+    use sha2::Digest as _;
+    let mut block = [0u8; 64];
+    if key.len() > 64 {
+        block[..32].copy_from_slice(&sha2::Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let pad = |byte: u8| block.iter().map(|b| b ^ byte).collect::<Vec<u8>>();
+    let mut inner = sha2::Sha256::new();
+    inner.update(pad(0x36));
+    inner.update(message);
+    let mut outer = sha2::Sha256::new();
+    outer.update(pad(0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().to_vec()
+}
+
+#[tokio::test]
+async fn forged_and_invalid_tokens_are_rejected() {
+    let k = key();
+    let domain = Domain::start(&[("k1", &k)]).await;
+    let auth = auth(&domain.url, &clock());
+    let good = claims(&domain, START);
+    let payload = b64(&good);
+
+    let none = format!("{}.{payload}.", b64(&json!({"alg": "none", "kid": "k1"})));
+    let hs_input = format!("{}.{payload}", b64(&json!({"alg": "HS256", "kid": "k1"})));
+    let mut confused = Vec::new();
+    for secret in [
+        k.public_key().to_spki_der(),
+        k.public_key().to_pkcs1_der(),
+        jwk("k1", &k).to_string().into_bytes(),
+    ] {
+        confused.push(format!(
+            "{hs_input}.{}",
+            URL_SAFE_NO_PAD.encode(hmac_sha256(&secret, hs_input.as_bytes()))
+        ));
+    }
+    let cases: Vec<(&str, String)> = vec![
+        ("alg none", none),
+        (
+            "alg RS512",
+            signed(&k, &json!({"alg": "RS512", "kid": "k1"}), &good),
+        ),
+        (
+            "wrong iss",
+            signed(
+                &k,
+                &rs256("k1"),
+                &with(good.clone(), "iss", json!("https://evil.example")),
+            ),
+        ),
+        (
+            "no iss",
+            signed(&k, &rs256("k1"), &without(good.clone(), "iss")),
+        ),
+        (
+            "future nbf",
+            signed(
+                &k,
+                &rs256("k1"),
+                &with(good.clone(), "nbf", json!(START + 600)),
+            ),
+        ),
+        (
+            "missing exp",
+            signed(&k, &rs256("k1"), &without(good.clone(), "exp")),
+        ),
+        (
+            "expired",
+            signed(
+                &k,
+                &rs256("k1"),
+                &with(good.clone(), "exp", json!(START - 31)),
+            ),
+        ),
+        (
+            "wrong aud",
+            signed(
+                &k,
+                &rs256("k1"),
+                &with(good.clone(), "aud", json!("https://other.example/")),
+            ),
+        ),
+        (
+            "no aud",
+            signed(&k, &rs256("k1"), &without(good.clone(), "aud")),
+        ),
+        ("unknown kid", signed(&k, &rs256("k9"), &good)),
+        (
+            "too long",
+            signed(
+                &k,
+                &rs256("k1"),
+                &with(good.clone(), "pad", json!("x".repeat(70_000))),
+            ),
+        ),
+        (
+            "bad signature",
+            format!("{}.{payload}.c2ln", b64(&rs256("k1"))),
+        ),
+        ("not a jwt", "a.b".to_owned()),
+        ("empty", String::new()),
+    ];
+    let cases = cases
+        .into_iter()
+        .chain(confused.into_iter().map(|t| ("hs256 with the rsa key", t)));
+    for (what, token) in cases {
+        let err = auth.validate(&token).await.expect_err(what);
+        assert_eq!(err.kind(), ErrorKind::SignatureRejected, "{what}: {err}");
+        if token.len() > 8 {
+            assert!(!err.to_string().contains(&token), "{what} echoed");
+        }
+    }
+    // Within the leeway, an nbf a little ahead and an exp a little behind pass.
+    let skewed = with(
+        with(good, "nbf", json!(START + 20)),
+        "exp",
+        json!(START - 20),
+    );
+    auth.validate(&signed(&k, &rs256("k1"), &skewed))
+        .await
+        .expect("leeway");
+}
+
+#[tokio::test]
+async fn a_key_published_later_is_accepted_after_the_refetch_interval() {
+    let k1 = key();
+    let domain = Domain::start(&[("k1", &k1)]).await;
+    let clock = clock();
+    let auth = auth(&domain.url, &clock);
+    auth.validate(&signed(&k1, &rs256("k1"), &claims(&domain, START)))
+        .await
+        .unwrap();
+    let k2 = key();
+    domain.publish("k2", &k2);
+    clock.advance(Duration::from_secs(61));
+    let now = START + 61;
+    let rotated = signed(&k2, &rs256("k2"), &claims(&domain, now));
+    let mut accepted = false;
+    for _ in 0..50 {
+        if auth.validate(&rotated).await.is_ok() {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(accepted, "rotated key trusted after a refetch");
+    assert_eq!(domain.jwks_requests(), 2);
+}
+
+#[test]
+fn no_input_makes_validation_panic() {
+    use proptest::prelude::*;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let k = key();
+    let (auth, issuer) = runtime.block_on(async {
+        let domain = Domain::start(&[("k1", &k)]).await;
+        let auth = auth(&domain.url, &clock());
+        let issuer = domain.issuer().to_owned();
+        // Load the keys once, so inputs exercise verification, not fetching.
+        auth.validate(&signed(&k, &rs256("k1"), &claims(&domain, START)))
+            .await
+            .unwrap();
+        std::mem::forget(domain);
+        (auth, issuer)
+    });
+    let parts = prop_oneof![
+        Just(String::new()),
+        "[A-Za-z0-9_-]{0,40}",
+        any_value().prop_map(|v| b64(&v)),
+        Just(b64(&rs256("k1"))),
+        Just(b64(&json!({"alg": "RS256", "kid": "k1", "crit": []}))),
+        (any::<i64>(), any::<f64>()).prop_map(move |(exp, nbf)| b64(&json!({
+            "iss": issuer.clone(), "aud": AUDIENCE, "exp": exp, "nbf": nbf
+        }))),
+    ];
+    let tokens = prop_oneof![
+        any::<String>(),
+        proptest::collection::vec(parts, 0..5).prop_map(|p| p.join(".")),
+    ];
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(256));
+    runner
+        .run(&tokens, |token: String| {
+            let outcome = runtime.block_on(auth.validate(&token));
+            prop_assert!(outcome.is_err());
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// Arbitrary JSON values (small).
+fn any_value() -> proptest::strategy::BoxedStrategy<Value> {
+    use proptest::prelude::*;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        any::<f64>().prop_map(|n| json!(n)),
+        ".{0,8}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(3, 16, 4, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            proptest::collection::btree_map(".{0,4}", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+    .boxed()
+}
+
+/// Records the fields of this crate's tracing events and spans.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<String>>>);
+
+struct Fields<'a>(&'a mut String);
+
+impl tracing::field::Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push_str(&format!("{}={value:?} ", field.name()));
+    }
+}
+
+impl tracing::Subscriber for Capture {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        metadata.target().starts_with("oci_token_exchange")
+    }
+    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        let mut line = String::new();
+        span.record(&mut Fields(&mut line));
+        self.0.lock().unwrap().push(line);
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+        let mut line = String::new();
+        values.record(&mut Fields(&mut line));
+        self.0.lock().unwrap().push(line);
+    }
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut line = String::new();
+        event.record(&mut Fields(&mut line));
+        self.0.lock().unwrap().push(line);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[test]
+fn jwks_fetches_are_traced_without_tokens() {
+    let capture = Capture::default();
+    let lines = Arc::clone(&capture.0);
+    let k = key();
+    tracing::subscriber::with_default(capture, || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let domain = Domain::start(&[("k1", &k)]).await;
+            let auth = auth(&domain.url, &clock());
+            let good = signed(&k, &rs256("k1"), &claims(&domain, START));
+            auth.validate(&good).await.unwrap();
+            let bad = signed(
+                &k,
+                &rs256("k1"),
+                &with(claims(&domain, START), "aud", json!("x")),
+            );
+            auth.validate(&bad).await.unwrap_err();
+            for token in [&good, &bad] {
+                for line in lines.lock().unwrap().iter() {
+                    for part in token.split('.') {
+                        assert!(!line.contains(part), "{line}");
+                    }
+                }
+            }
+        });
+    });
+    let lines = lines.lock().unwrap();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("jwks fetched") && l.contains("keys=1") && l.contains("domain=")),
+        "{lines:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_maximum_key_age_is_configurable() {
+    let k = key();
+    let domain = Domain::start(&[("k1", &k)]).await;
+    let clock = clock();
+    let auth = BearerAuth::builder()
+        .domain_url(&domain.url)
+        .resource("http://127.0.0.1:1/mcp")
+        .audience(AUDIENCE)
+        .clock(Arc::clone(&clock) as Arc<dyn oci_token_exchange::Clock>)
+        .max_key_age(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let token = signed(&k, &rs256("k1"), &claims(&domain, START));
+    auth.validate(&token).await.unwrap();
+    domain.set_mode(Mode::Down);
+    clock.advance(Duration::from_secs(121));
+    let err = auth.validate(&token).await.expect_err("keys too old");
+    assert_eq!(err.kind(), ErrorKind::Transport);
+}
