@@ -82,7 +82,9 @@ impl OciTools {
         Parameters(request): Parameters<OciRequest>,
     ) -> Result<CallToolResult, ToolError> {
         if !request.path.starts_with('/') || request.path.starts_with("//") {
-            return Err(ToolError::invalid_params("path must start with a single '/'"));
+            return Err(ToolError::invalid_params(
+                "path must start with a single '/'",
+            ));
         }
         let method = request.method.as_deref().unwrap_or("GET");
         let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes())

@@ -585,6 +585,58 @@ async fn a_reauth_failure_is_never_masked_by_the_fallback() {
     assert_eq!(err.oauth_error(), Some("invalid_grant"));
 }
 
+/// A refusal for good drops the old session: once the refusal's memory has passed,
+/// a transient failure must not bring the refused user's old session back.
+#[tokio::test]
+async fn a_session_refused_for_good_never_returns_as_a_fallback() {
+    let w = world(Duration::from_secs(3600)).await;
+    let signer =
+        w.signer(w.token(UserTokenOptions::new("ria").ttl(Duration::from_secs(6 * 3600))));
+    let first = signer.session().await.unwrap();
+    w.clock.set(first.expires_at() - Duration::from_secs(299));
+    w.emulator.inject_fault(invalid_grant(), 1);
+    assert!(signer.session().await.unwrap_err().is_reauth_required());
+    // The refusal is forgotten after 30 s; the next attempt fails transiently.
+    w.clock.advance(Duration::from_secs(31));
+    w.emulator.inject_fault(Fault::Status(503), 3);
+    let err = signer
+        .session()
+        .await
+        .expect_err("the transient failure, not the refused user's old session");
+    assert!(err.is_retryable(), "{err:?}");
+}
+
+/// A refresh whose task never runs (its runtime shut down first) does not leave the
+/// signer waiting on it forever.
+#[test]
+fn a_refresh_whose_task_never_ran_does_not_wedge_the_signer() {
+    let background = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let w = background.block_on(world(Duration::from_secs(3600)));
+    let signer = w.signer(w.token(UserTokenOptions::new("sol")));
+    let first = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    first.block_on(async {
+        // Polled once: the refresh is registered and its task spawned, not run.
+        let mut call = std::pin::pin!(signer.session());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(call.as_mut().poll(&mut cx).is_pending());
+    });
+    drop(first); // the refresh task is dropped unrun
+    let session = background.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), signer.session()).await
+    });
+    let session = session.expect("no hang").expect("a fresh refresh, not a dead one");
+    assert_eq!(session.user_ocid(), Emulator::user_ocid("sol"));
+    drop(w);
+    background.shutdown_background();
+}
+
 /// Issue 9, defect 1: a clock that steps back ends the fallback window instead of
 /// stretching it.
 #[tokio::test]

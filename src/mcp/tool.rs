@@ -56,7 +56,10 @@ impl ToolError {
     /// An MCP `invalid_params` error: the tool's arguments are unusable.
     #[must_use]
     pub fn invalid_params(message: impl Into<String>) -> Self {
-        Self(Repr::Protocol(ErrorData::invalid_params(message.into(), None)))
+        Self(Repr::Protocol(ErrorData::invalid_params(
+            message.into(),
+            None,
+        )))
     }
 
     /// The result the client receives (`Ok`) or the protocol error (`Err`).

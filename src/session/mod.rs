@@ -48,6 +48,8 @@ pub struct OciSession {
     key_id: KeyId,
     obtained_at: SystemTime,
     refresh_at: SystemTime,
+    /// The subject token's `exp`: the session is never used past it.
+    subject_expires_at: Option<SystemTime>,
     /// Made because OCI refused the previous session (see `session_refused`).
     forced: bool,
 }
@@ -82,6 +84,7 @@ impl OciSession {
             key_id,
             obtained_at,
             refresh_at,
+            subject_expires_at,
             forced,
         })
     }
@@ -138,6 +141,13 @@ impl OciSession {
 
     pub(crate) fn obtained_at(&self) -> SystemTime {
         self.obtained_at
+    }
+
+    /// Whether this session may still sign at `now`, `skew` before its UPST
+    /// expires and never past the subject token's `exp`: what a fallback must be.
+    pub(crate) fn usable_at(&self, now: SystemTime, skew: std::time::Duration) -> bool {
+        now.checked_add(skew).is_some_and(|t| t < self.expires_at())
+            && self.subject_expires_at.is_none_or(|exp| now < exp)
     }
 
     pub(crate) fn forced(&self) -> bool {

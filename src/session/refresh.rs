@@ -137,8 +137,25 @@ impl Shared {
         }
         let forced = std::mem::take(&mut self.state().forced_next);
         tracing::debug!(forced, "session refresh started");
+        let result = self
+            .exchange_with_fresh_key(&subject, &claims, forced)
+            .await;
+        if result.is_err() && forced {
+            // The replacement for a refused session is still owed: the next
+            // session made is the one the 401 guard must know about.
+            self.state().forced_next = true;
+        }
+        result
+    }
+
+    async fn exchange_with_fresh_key(
+        &self,
+        subject: &Arc<SecretString>,
+        claims: &crate::jwt::Claims,
+        forced: bool,
+    ) -> Result<Arc<OciSession>> {
         let key = self.pool.take().await?;
-        let result = self.exchange.exchange(&subject, key.public_key()).await;
+        let result = self.exchange.exchange(subject, key.public_key()).await;
         let counter = if result.is_ok() {
             &self.stats.exchanges
         } else {
@@ -150,7 +167,7 @@ impl Shared {
             Err(error) => {
                 if !error.is_retryable() {
                     self.state().refusal = Some(Refusal {
-                        token: subject,
+                        token: Arc::clone(subject),
                         error: error.clone(),
                         at: self.clock.now(),
                     });
@@ -172,17 +189,14 @@ impl Shared {
     /// refresh. See `TokenExchangeSigner::session`.
     pub(super) async fn session(self: &Arc<Self>) -> Result<Arc<OciSession>> {
         let now = self.clock.now();
-        let (mut outcome, fallback) = {
+        let (mut outcome, fallback, guard) = {
             let mut state = self.state();
             // A session inside the refresh margin whose UPST is still valid: what
             // callers get if the refresh fails transiently.
             let fallback = state
                 .current
                 .as_ref()
-                .filter(|s| {
-                    now.checked_add(EXPIRY_SKEW)
-                        .is_some_and(|t| t < s.expires_at())
-                })
+                .filter(|s| s.usable_at(now, EXPIRY_SKEW))
                 .cloned();
             if let Some(session) = &state.current
                 && now < session.refresh_at()
@@ -197,32 +211,46 @@ impl Shared {
                 tracing::trace!("refresh backing off; still-valid session used");
                 return Ok(Arc::clone(valid));
             }
-            let outcome = match &state.inflight {
-                Some(rx) => rx.clone(),
+            let (outcome, guard) = match &state.inflight {
+                Some(rx) => (rx.clone(), None),
                 None => {
                     let (tx, rx) = watch::channel(None);
                     state.inflight = Some(rx.clone());
-                    let shared = Arc::clone(self);
-                    // In its own task: a caller that is cancelled does not cancel it.
-                    tokio::spawn(async move {
-                        let mut guard = RefreshGuard {
-                            shared,
-                            tx: Some(tx),
-                        };
-                        let result = guard.shared.refresh().await;
-                        guard.finish(result);
-                    });
-                    rx
+                    // Made before the task, so that a task that never runs (a
+                    // runtime shutting down) still ends the refresh when dropped.
+                    let guard = RefreshGuard {
+                        shared: Arc::clone(self),
+                        tx: Some(tx),
+                    };
+                    (rx, Some(guard))
                 }
             };
-            (outcome, fallback)
+            (outcome, fallback, guard)
         };
+        if let Some(mut guard) = guard {
+            // In its own task: a caller that is cancelled does not cancel it. Spawned
+            // outside the state lock: dropping an unrun task locks it.
+            tokio::spawn(async move {
+                let result = guard.shared.refresh().await;
+                guard.finish(result);
+            });
+        }
         let result = loop {
             if let Some(result) = outcome.borrow_and_update().clone() {
                 break result;
             }
             if outcome.changed().await.is_err() {
                 // Unreachable while `RefreshGuard` works: it always sends a result.
+                // Should it ever happen, the dead refresh must not stay in flight.
+                let mut state = self.state();
+                if state
+                    .inflight
+                    .as_ref()
+                    .is_some_and(|rx| rx.same_channel(&outcome))
+                {
+                    state.inflight = None;
+                }
+                drop(state);
                 break outcome.borrow().clone().unwrap_or_else(|| {
                     Err(Error::new(
                         ErrorKind::Internal,
@@ -234,7 +262,10 @@ impl Shared {
         match (result, fallback) {
             // A transient failure while the old UPST is still valid: use it. Any
             // other failure (reauthentication, configuration) is the answer.
-            (Err(e), Some(valid)) if e.is_retryable() => {
+            // Checked again now: the refresh may have taken long.
+            (Err(e), Some(valid))
+                if e.is_retryable() && valid.usable_at(self.clock.now(), EXPIRY_SKEW) =>
+            {
                 tracing::debug!(
                     error_kind = ?e.kind(),
                     "refresh failed transiently; still-valid session used"
@@ -273,15 +304,9 @@ impl Shared {
 
     pub(super) fn session_refused(&self, session: &Arc<OciSession>) -> bool {
         let now = self.clock.now();
-        // A clock that moved back counts as "just now": the guard holds.
-        let age = now
-            .duration_since(session.obtained_at())
-            .unwrap_or(Duration::ZERO);
-        if session.forced() && age < FORCED_REFRESH_GUARD {
-            tracing::info!(
-                age_s = age.as_secs(),
-                "401 for a session that replaced a refused one; not renewed again"
-            );
+        // A clock that moved back ends the guard: a clock step never stretches it.
+        if session.forced() && within(now, session.obtained_at(), FORCED_REFRESH_GUARD) {
+            tracing::info!("401 for a session that replaced a refused one; not renewed again");
             return false;
         }
         tracing::info!("401 from OCI; session dropped for renewal");
@@ -328,10 +353,10 @@ impl RefreshGuard {
                 Err(error) => {
                     let retryable = error.is_retryable();
                     let fallback = retryable
-                        && state.current.as_ref().is_some_and(|s| {
-                            now.checked_add(EXPIRY_SKEW)
-                                .is_some_and(|t| t < s.expires_at())
-                        });
+                        && state
+                            .current
+                            .as_ref()
+                            .is_some_and(|s| s.usable_at(now, EXPIRY_SKEW));
                     tracing::warn!(
                         error_kind = ?error.kind(),
                         http_status = error.http_status(),
@@ -343,6 +368,11 @@ impl RefreshGuard {
                         "session refresh failed"
                     );
                     state.transient_failure_at = retryable.then_some(now);
+                    if !retryable {
+                        // Refused for good (reauthentication, ...): the old session
+                        // must not come back as a later transient failure's fallback.
+                        state.current = None;
+                    }
                 }
             }
         }
