@@ -223,10 +223,15 @@ impl Middleware for SigningMiddleware {
                 return Ok(response);
             };
             tracing::debug!("401 from OCI; retrying once with renewed credentials");
-            Self::sign(&*provider, &self.options, &mut retry, digest)
+            let used = Self::sign(&*provider, &self.options, &mut retry, digest)
                 .await
                 .map_err(reqwest_middleware::Error::middleware)?;
-            next.run(retry, extensions).await
+            let response = next.run(retry, extensions).await?;
+            if response.status() == http::StatusCode::UNAUTHORIZED {
+                // Told as well (as documented); no second replay whatever it says.
+                let _ = provider.refused(&used);
+            }
+            Ok(response)
         })
     }
 }

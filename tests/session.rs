@@ -590,8 +590,7 @@ async fn a_reauth_failure_is_never_masked_by_the_fallback() {
 #[tokio::test]
 async fn a_session_refused_for_good_never_returns_as_a_fallback() {
     let w = world(Duration::from_secs(3600)).await;
-    let signer =
-        w.signer(w.token(UserTokenOptions::new("ria").ttl(Duration::from_secs(6 * 3600))));
+    let signer = w.signer(w.token(UserTokenOptions::new("ria").ttl(Duration::from_secs(6 * 3600))));
     let first = signer.session().await.unwrap();
     w.clock.set(first.expires_at() - Duration::from_secs(299));
     w.emulator.inject_fault(invalid_grant(), 1);
@@ -628,10 +627,11 @@ fn a_refresh_whose_task_never_ran_does_not_wedge_the_signer() {
         assert!(call.as_mut().poll(&mut cx).is_pending());
     });
     drop(first); // the refresh task is dropped unrun
-    let session = background.block_on(async {
-        tokio::time::timeout(Duration::from_secs(10), signer.session()).await
-    });
-    let session = session.expect("no hang").expect("a fresh refresh, not a dead one");
+    let session = background
+        .block_on(async { tokio::time::timeout(Duration::from_secs(10), signer.session()).await });
+    let session = session
+        .expect("no hang")
+        .expect("a fresh refresh, not a dead one");
     assert_eq!(session.user_ocid(), Emulator::user_ocid("sol"));
     drop(w);
     background.shutdown_background();

@@ -404,6 +404,19 @@ fn secrets_never_show_in_debug_or_errors() {
     let debug = format!("{out:?} {request:?}");
     assert!(!debug.contains("eyJ"), "{debug}");
 
+    // A request to sign shows its header names, never their values.
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "opc-obo-token",
+        HeaderValue::from_static("obo-secret-value"),
+    );
+    let url = url::Url::parse("https://h.example.com/20160918/vcns").expect("url");
+    let signable =
+        SignableRequest::new("GET", &url, &headers, SignableBody::EMPTY).expect("signable");
+    let debug = format!("{signable:?}");
+    assert!(debug.contains("opc-obo-token"), "{debug}");
+    assert!(!debug.contains("obo-secret-value"), "{debug}");
+
     let err = KeyId::session_token("eyJsecret\"quoted").expect_err("quote");
     assert!(!err.to_string().contains("eyJ"));
     assert!(!format!("{err:?}").contains("eyJ"));

@@ -104,17 +104,30 @@ impl KeyCache {
                 .then(|| lookup(&keys, kid))
                 .flatten()
             {
-                if age.is_some_and(|age| age >= REFRESH_AFTER) {
-                    self.start_fetch(&mut keys, now);
+                let start = age
+                    .is_some_and(|age| age >= REFRESH_AFTER)
+                    .then(|| self.start_fetch(&mut keys, now))
+                    .flatten();
+                drop(keys);
+                if let Some(fetch) = start {
+                    fetch.spawn(now);
                 }
                 return Ok(found);
             }
-            if !self.start_fetch(&mut keys, now) && !keys.fetching {
+            let start = self.start_fetch(&mut keys, now);
+            if start.is_none() && !keys.fetching {
                 // Rate-limited: answer from what is known, without asking the domain.
                 return Err(self.miss(&keys, now));
             }
             // Subscribed under the lock: the fetch cannot end before this.
-            self.fetched.subscribe()
+            let fetched = self.fetched.subscribe();
+            drop(keys);
+            // Spawned outside the lock: a task dropped unrun (runtime shutting down)
+            // takes the lock to end the fetch.
+            if let Some(fetch) = start {
+                fetch.spawn(now);
+            }
+            fetched
         };
         // The fetch runs in its own task: dropping this future does not cancel it.
         let _ = fetched.changed().await;
@@ -132,8 +145,10 @@ impl KeyCache {
 
     /// Whether the keys in hand are younger than the maximum age.
     fn trusted(&self, keys: &Keys, now: SystemTime) -> bool {
+        // A clock that moved back before the fetch does not extend the keys' trust.
         keys.fetched_at.is_some_and(|at| {
-            now.duration_since(at).unwrap_or(Duration::ZERO) < self.settings.max_key_age
+            now.duration_since(at)
+                .is_ok_and(|age| age < self.settings.max_key_age)
         })
     }
 
@@ -145,25 +160,20 @@ impl KeyCache {
         }
     }
 
-    /// Starts a fetch task unless one is running or the last attempt was within the
-    /// refetch interval; records the attempt first. Whether one started.
-    fn start_fetch(self: &Arc<Self>, keys: &mut Keys, now: SystemTime) -> bool {
+    /// Claims a fetch unless one is running or the last attempt was within the
+    /// refetch interval; records the attempt first. The caller spawns the claimed
+    /// fetch once it has released the lock.
+    fn start_fetch(self: &Arc<Self>, keys: &mut Keys, now: SystemTime) -> Option<FetchDone> {
         let recent = keys.attempted_at.is_some_and(|at| {
             now.duration_since(at)
                 .is_ok_and(|since| since < self.settings.refetch_interval)
         });
         if keys.fetching || recent {
-            return false;
+            return None;
         }
         keys.attempted_at = Some(now);
         keys.fetching = true;
-        let done = FetchDone(Arc::clone(self));
-        tokio::spawn(async move {
-            let cache = Arc::clone(&done.0);
-            cache.refresh(now).await;
-            drop(done);
-        });
-        true
+        Some(FetchDone(Arc::clone(self)))
     }
 
     async fn refresh(&self, attempted_at: SystemTime) {
@@ -264,6 +274,17 @@ impl KeyCache {
 
 /// Ends a fetch, however its task ends: clears the flag and wakes the waiters.
 struct FetchDone(Arc<KeyCache>);
+
+impl FetchDone {
+    /// Runs the claimed fetch in its own task; dropping the task ends the fetch.
+    fn spawn(self, attempted_at: SystemTime) {
+        tokio::spawn(async move {
+            let cache = Arc::clone(&self.0);
+            cache.refresh(attempted_at).await;
+            drop(self);
+        });
+    }
+}
 
 impl Drop for FetchDone {
     fn drop(&mut self) {

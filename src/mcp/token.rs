@@ -85,8 +85,7 @@ impl AccessToken {
     /// `exp`.
     #[must_use]
     pub fn expires_at(&self) -> Option<SystemTime> {
-        let secs = self.claims.get("exp").and_then(Value::as_u64)?;
-        SystemTime::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(secs))
+        self.claims.get("exp").and_then(crate::jwt::numeric_date)
     }
 
     /// `aud`: the audiences (resources) the token is for.

@@ -40,15 +40,16 @@ pub fn tool_error(error: &Error) -> CallToolResult {
 /// - an [`Error`] of this crate: the structured tool error of [`tool_error`]
 ///   (`reauthentication_required` when the user must log in again);
 /// - a failed HTTP call to OCI: a structured tool error
-///   `{"error": "oci_request_failed", "message": .., "retryable": true}` whose
-///   message never contains the URL (signed URLs can carry credentials);
+///   `{"error": "oci_request_failed", "message": .., "retryable": ..}` (retryable
+///   for timeouts and connection failures) whose message never contains the URL
+///   (signed URLs can carry credentials);
 /// - an [`ErrorData`] (for example [`ToolError::invalid_params`]): that MCP
 ///   protocol error.
 pub struct ToolError(Repr);
 
 enum Repr {
     Oci(Error),
-    Http(String),
+    Http { message: String, retryable: bool },
     Protocol(ErrorData),
 }
 
@@ -69,10 +70,10 @@ impl ToolError {
     pub fn into_result(self) -> Result<CallToolResult, ErrorData> {
         match self.0 {
             Repr::Oci(error) => Ok(tool_error(&error)),
-            Repr::Http(message) => Ok(CallToolResult::structured_error(json!({
+            Repr::Http { message, retryable } => Ok(CallToolResult::structured_error(json!({
                 "error": "oci_request_failed",
                 "message": message,
-                "retryable": true,
+                "retryable": retryable,
             }))),
             Repr::Protocol(data) => Err(data),
         }
@@ -83,7 +84,7 @@ impl fmt::Debug for ToolError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
             Repr::Oci(error) => f.debug_tuple("ToolError").field(error).finish(),
-            Repr::Http(message) => f.debug_tuple("ToolError").field(message).finish(),
+            Repr::Http { message, .. } => f.debug_tuple("ToolError").field(message).finish(),
             Repr::Protocol(data) => f.debug_tuple("ToolError").field(&data.message).finish(),
         }
     }
@@ -103,11 +104,13 @@ impl From<ErrorData> for ToolError {
 
 impl From<reqwest::Error> for ToolError {
     fn from(error: reqwest::Error) -> Self {
+        // Only a call that never got an answer is worth repeating as it is.
+        let retryable = error.is_timeout() || error.is_connect();
         // reqwest's message names the URL; a signed URL must not reach the model.
-        Self(Repr::Http(format!(
-            "oci request failed: {}",
-            error.without_url()
-        )))
+        Self(Repr::Http {
+            message: format!("oci request failed: {}", error.without_url()),
+            retryable,
+        })
     }
 }
 
@@ -126,7 +129,10 @@ impl From<reqwest_middleware::Error> for ToolError {
                 Ok(oci) => oci.into(),
                 // Only this crate's middleware is expected here; others' messages are
                 // not known to be free of URLs.
-                Err(_) => Self(Repr::Http("oci request failed in a middleware".into())),
+                Err(_) => Self(Repr::Http {
+                    message: "oci request failed in a middleware".into(),
+                    retryable: false,
+                }),
             },
         }
     }

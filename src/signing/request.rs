@@ -46,13 +46,34 @@ impl SignableBody<'_> {
 /// `target` is the path and query **exactly as sent on the wire** (already
 /// percent-encoded; nothing is decoded or re-encoded) and `host` is the value of the
 /// `Host` header (host, plus `:port` when the URL names a non-default port).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SignableRequest<'a> {
     pub(crate) method: &'a str,
     pub(crate) host: Cow<'a, str>,
     pub(crate) target: &'a str,
     pub(crate) headers: &'a HeaderMap,
     pub(crate) body: SignableBody<'a>,
+}
+
+/// Header names only: values such as `opc-obo-token` are credentials.
+impl std::fmt::Debug for SignableRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.keys().map(http::HeaderName::as_str).collect();
+        f.debug_struct("SignableRequest")
+            .field("method", &self.method)
+            .field("host", &self.host)
+            .field("target", &self.target)
+            .field("headers", &names)
+            .field(
+                "body_len",
+                &match self.body {
+                    SignableBody::Bytes(bytes) => Some(bytes.len() as u64),
+                    SignableBody::Precomputed { content_length, .. } => Some(content_length),
+                    SignableBody::Stream => None,
+                },
+            )
+            .finish()
+    }
 }
 
 impl<'a> SignableRequest<'a> {
