@@ -9,6 +9,8 @@
     clippy::panic
 )]
 
+mod common;
+
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -640,79 +642,35 @@ fn any_value() -> proptest::strategy::BoxedStrategy<Value> {
     .boxed()
 }
 
-/// Records the fields of this crate's tracing events and spans.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<String>>>);
-
-struct Fields<'a>(&'a mut String);
-
-impl tracing::field::Visit for Fields<'_> {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        self.0.push_str(&format!("{}={value:?} ", field.name()));
-    }
-}
-
-impl tracing::Subscriber for Capture {
-    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
-        metadata.target().starts_with("oci_token_exchange")
-    }
-    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        let mut line = String::new();
-        span.record(&mut Fields(&mut line));
-        self.0.lock().unwrap().push(line);
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, values: &tracing::span::Record<'_>) {
-        let mut line = String::new();
-        values.record(&mut Fields(&mut line));
-        self.0.lock().unwrap().push(line);
-    }
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        let mut line = String::new();
-        event.record(&mut Fields(&mut line));
-        self.0.lock().unwrap().push(line);
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
 #[test]
 fn jwks_fetches_are_traced_without_tokens() {
-    let capture = Capture::default();
-    let lines = Arc::clone(&capture.0);
+    let (capture, _guard) = common::LogCapture::start();
     let k = key();
-    tracing::subscriber::with_default(capture, || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let domain = Domain::start(&[("k1", &k)]).await;
-            let auth = auth(&domain.url, &clock());
-            let good = signed(&k, &rs256("k1"), &claims(&domain, START));
-            auth.validate(&good).await.unwrap();
-            let bad = signed(
-                &k,
-                &rs256("k1"),
-                &with(claims(&domain, START), "aud", json!("x")),
-            );
-            auth.validate(&bad).await.unwrap_err();
-            for token in [&good, &bad] {
-                for line in lines.lock().unwrap().iter() {
-                    for part in token.split('.') {
-                        assert!(!line.contains(part), "{line}");
-                    }
-                }
-            }
-        });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let tokens = runtime.block_on(async {
+        let domain = Domain::start(&[("k1", &k)]).await;
+        let auth = auth(&domain.url, &clock());
+        let good = signed(&k, &rs256("k1"), &claims(&domain, START));
+        auth.validate(&good).await.unwrap();
+        let bad = signed(
+            &k,
+            &rs256("k1"),
+            &with(claims(&domain, START), "aud", json!("x")),
+        );
+        auth.validate(&bad).await.unwrap_err();
+        [good, bad]
     });
-    let lines = lines.lock().unwrap();
+    for token in &tokens {
+        capture.assert_free_of("bearer token", token);
+    }
+    let text = capture.text();
     assert!(
-        lines
-            .iter()
+        text.lines()
             .any(|l| l.contains("jwks fetched") && l.contains("keys=1") && l.contains("domain=")),
-        "{lines:?}"
+        "{text}"
     );
 }
 

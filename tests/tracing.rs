@@ -1,6 +1,5 @@
-//! Operator-visible tracing of the signer lifecycle, in its own test binary: the
-//! capturing subscriber is thread-scoped, and tracing's per-callsite interest cache
-//! is shared by the process, so tests running beside it could hide its events.
+//! Operator-visible tracing of the signer lifecycle, captured with the tests' one
+//! global capturing subscriber (`common::LogCapture`).
 #![cfg(all(feature = "reqwest", feature = "emulator"))]
 #![allow(
     clippy::expect_used,
@@ -8,6 +7,8 @@
     clippy::indexing_slicing,
     clippy::panic
 )]
+
+mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,49 +18,11 @@ use oci_token_exchange::{
     UserTokenOptions,
 };
 
-/// Collects every event and span field as text.
-#[derive(Clone, Default)]
-struct Capture(Arc<std::sync::Mutex<Vec<String>>>);
-
-struct Fields<'a>(&'a mut String);
-
-impl tracing::field::Visit for Fields<'_> {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        self.0.push_str(&format!(" {}={:?}", field.name(), value));
-    }
-}
-
-impl tracing::Subscriber for Capture {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        let mut text = span.metadata().name().to_owned();
-        span.record(&mut Fields(&mut text));
-        self.0.lock().unwrap().push(text);
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, values: &tracing::span::Record<'_>) {
-        let mut text = String::new();
-        values.record(&mut Fields(&mut text));
-        self.0.lock().unwrap().push(text);
-    }
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        let mut text = event.metadata().level().to_string();
-        event.record(&mut Fields(&mut text));
-        self.0.lock().unwrap().push(text);
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
 /// Refreshes, failures, remembered refusals and cache lookups are traced, and no
 /// field carries a token, a session token or the client secret.
 #[test]
 fn tracing_shows_the_lifecycle_without_secrets() {
-    let capture = Capture::default();
-    let _guard = tracing::subscriber::set_default(capture.clone());
+    let (capture, _guard) = common::LogCapture::start();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -119,8 +82,7 @@ fn tracing_shows_the_lifecycle_without_secrets() {
             emulator.client_secret().expose_secret().to_owned(),
         )
     });
-    let lines = capture.0.lock().unwrap().clone();
-    let text = lines.join("\n");
+    let text = capture.text();
     for expected in [
         "session refreshed",
         "session refresh failed",
@@ -131,8 +93,12 @@ fn tracing_shows_the_lifecycle_without_secrets() {
     ] {
         assert!(text.contains(expected), "{expected} missing from:\n{text}");
     }
-    for secret in [token.expose_secret(), upst.as_str(), secret.as_str()] {
-        assert!(!text.contains(secret), "a secret in the trace:\n{text}");
+    for (name, secret) in [
+        ("user token", token.expose_secret()),
+        ("upst", upst.as_str()),
+        ("client secret", secret.as_str()),
+    ] {
+        capture.assert_free_of(name, secret);
     }
     assert!(!text.contains("eyJ"), "a JWT in the trace:\n{text}");
 }

@@ -63,3 +63,88 @@ pub fn example(name: &str) -> PathBuf {
     built.insert(name.to_owned(), path.clone());
     path
 }
+
+/// Every tracing event of the current thread, formatted as text (level, target,
+/// message and every field), for tests that check what operators see and that no
+/// secret is in it.
+///
+/// One global subscriber (installed once) writes each event into the buffer of the
+/// capture active on the emitting thread. A global one, not a scoped one per test:
+/// tracing caches each call site's interest process-wide, so scoped subscribers in
+/// tests running side by side can hide each other's events.
+#[derive(Clone, Default)]
+pub struct LogCapture(std::sync::Arc<Mutex<Vec<u8>>>);
+
+thread_local! {
+    static ACTIVE: std::cell::RefCell<Option<LogCapture>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Ends a thread's capture when dropped.
+pub struct CaptureGuard(());
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        ACTIVE.with(|active| active.borrow_mut().take());
+    }
+}
+
+/// Writes into the capture active on the current thread, if any.
+struct ThreadWriter;
+
+impl std::io::Write for ThreadWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        ACTIVE.with(|active| {
+            if let Some(capture) = active.borrow().as_ref() {
+                capture
+                    .0
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .extend_from_slice(buf);
+            }
+        });
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogCapture {
+    /// Starts capturing this thread's events until the returned guard is dropped.
+    pub fn start() -> (Self, CaptureGuard) {
+        static INSTALLED: std::sync::Once = std::sync::Once::new();
+        INSTALLED.call_once(|| {
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::TRACE)
+                .with_ansi(false)
+                .with_writer(|| ThreadWriter)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other global subscriber in the tests");
+        });
+        let capture = Self::default();
+        ACTIVE.with(|active| *active.borrow_mut() = Some(capture.clone()));
+        (capture, CaptureGuard(()))
+    }
+
+    /// What was captured so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(
+            &self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+        .into_owned()
+    }
+
+    /// Panics if `secret`, or any dot-separated part of it of 8 characters or more
+    /// (a JWT's header, payload or signature), was captured.
+    pub fn assert_free_of(&self, name: &str, secret: &str) {
+        let text = self.text();
+        assert!(!text.contains(secret), "{name} in:\n{text}");
+        for part in secret.split('.').filter(|p| p.len() >= 8) {
+            assert!(!text.contains(part), "part of the {name} in:\n{text}");
+        }
+    }
+}
