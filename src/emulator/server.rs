@@ -19,15 +19,14 @@ use super::{
 use crate::error::{Error, ErrorKind, Result};
 use crate::jwt;
 use crate::key::PublicKey;
+use crate::protocol::{GRANT_TYPE, RPST_TYPE, SUBJECT_TOKEN_TYPE, UPST_TYPE};
 use crate::signing::{KeyId, SignableBody, SignableRequest, VerifyOptions, verify};
 
+/// The token endpoint as routed (`protocol::TOKEN_PATH` below the domain's root).
 const TOKEN_PATH: &str = "/oauth2/v1/token";
 const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
 const JWKS_PATH: &str = "/admin/v1/SigningCert/jwk";
 const MAX_BODY: usize = 1024 * 1024;
-const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-const UPST_TYPE: &str = "urn:oci:token-type:oci-upst";
-const RPST_TYPE: &str = "urn:oci:token-type:oci-rpst";
 /// The `iss` of OCI session tokens.
 const UPST_ISSUER: &str = "authService.oracle.com";
 
@@ -316,7 +315,7 @@ fn exchange(
             "unsupported requested_token_type",
         ));
     }
-    if field("subject_token_type") != Some("jwt") {
+    if field("subject_token_type") != Some(SUBJECT_TOKEN_TYPE) {
         return Err(refuse(
             StatusCode::BAD_REQUEST,
             "invalid_request",
@@ -536,4 +535,15 @@ fn authenticate(state: &State, parts: &http::request::Parts, body: &Bytes) -> Re
         ));
     }
     Ok(principal)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn token_path_agrees_with_the_client() {
+        assert_eq!(
+            super::TOKEN_PATH.strip_prefix('/'),
+            Some(crate::protocol::TOKEN_PATH)
+        );
+    }
 }

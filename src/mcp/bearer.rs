@@ -254,12 +254,10 @@ impl BearerAuthBuilder {
         );
         let http = match self.http {
             Some(client) => client,
-            None => reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .connect_timeout(Duration::from_secs(5))
-                .timeout(Duration::from_secs(10))
-                .build()
-                .map_err(|e| invalid("cannot build the http client").with_source(e))?,
+            None => crate::http_util::client_without_redirects(
+                Duration::from_secs(5),
+                Some(Duration::from_secs(10)),
+            )?,
         };
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let keys = KeyCache::new(JwksSettings {

@@ -242,7 +242,7 @@ impl KeyCache {
         {
             return Err(failed());
         }
-        let mut response = self
+        let response = self
             .settings
             .http
             .get(parsed.clone())
@@ -254,17 +254,12 @@ impl KeyCache {
         if !response.status().is_success() || response.url() != &parsed {
             return Err(failed());
         }
-        let mut bytes = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
+        let bytes = crate::http_util::read_body_limited(response, MAX_DOCUMENT_BYTES)
             .await
-            .map_err(|e| failed().with_source(e.without_url()))?
-        {
-            if bytes.len().saturating_add(chunk.len()) > MAX_DOCUMENT_BYTES {
-                return Err(failed());
-            }
-            bytes.extend_from_slice(&chunk);
-        }
+            .map_err(|e| match e {
+                crate::http_util::BodyError::Transport(e) => failed().with_source(e),
+                crate::http_util::BodyError::TooLarge => failed(),
+            })?;
         match serde_json::from_slice(&bytes) {
             Ok(Value::Object(map)) => Ok(map),
             _ => Err(failed()),
