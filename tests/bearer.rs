@@ -712,9 +712,7 @@ async fn an_accepted_fractional_exp_is_the_access_tokens_expiry() {
     assert_eq!(
         accepted.expires_at(),
         Some(
-            std::time::UNIX_EPOCH
-                + Duration::from_secs(START + 3600)
-                + Duration::from_millis(500)
+            std::time::UNIX_EPOCH + Duration::from_secs(START + 3600) + Duration::from_millis(500)
         )
     );
 }

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use oci_token_exchange::{
-    ApiKeySigner, BodyDigest, Credentials, CredentialsProvider, Emulator, ErrorKind, FixedClock, KeyPool, PublicKey, SecretString,
-    SignWith, SignableBody, SignableRequest, SigningMiddleware, TokenExchange, TokenExchangeSigner,
-    VerifyOptions, verify,
+    ApiKeySigner, BodyDigest, Credentials, CredentialsProvider, Emulator, ErrorKind, FixedClock,
+    KeyPool, PublicKey, SecretString, SignWith, SignableBody, SignableRequest, SigningMiddleware,
+    TokenExchange, TokenExchangeSigner, VerifyOptions, verify,
 };
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
 use serde_json::Value;

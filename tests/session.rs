@@ -759,7 +759,9 @@ impl SteppingSource {
 
     fn signer(self: &Arc<Self>, w: &World) -> TokenExchangeSigner {
         TokenExchangeSigner::builder(w.exchange.clone())
-            .subject_token_source(Arc::clone(self) as Arc<dyn oci_token_exchange::SubjectTokenSource>)
+            .subject_token_source(
+                Arc::clone(self) as Arc<dyn oci_token_exchange::SubjectTokenSource>
+            )
             .clock(w.clock.clone())
             .build()
             .unwrap()
@@ -815,7 +817,10 @@ async fn a_failed_forced_refresh_keeps_the_401_guard_for_the_next_session() {
     let first = signer.session().await.unwrap();
     assert!(signer.session_refused(&first), "a first 401 renews");
     w.emulator.inject_fault(Fault::Status(503), 3);
-    let err = signer.session().await.expect_err("the forced refresh fails");
+    let err = signer
+        .session()
+        .await
+        .expect_err("the forced refresh fails");
     assert!(err.is_retryable(), "{err:?}");
     let second = signer.session().await.expect("the next attempt succeeds");
     assert!(!Arc::ptr_eq(&first, &second));
@@ -842,7 +847,8 @@ async fn a_clock_step_back_ends_the_401_guard() {
     );
     assert!(signer.current_session().is_some());
     // The clock steps back 10 s to before the forced session was made.
-    w.clock.set(SystemTime::UNIX_EPOCH + Duration::from_secs(START - 10));
+    w.clock
+        .set(SystemTime::UNIX_EPOCH + Duration::from_secs(START - 10));
     assert!(
         signer.session_refused(&second),
         "a clock step back ends the guard: the refused session is dropped"

@@ -209,9 +209,9 @@ mod tests {
         // Another middleware's error: its nature is unknown.
         #[cfg(feature = "middleware")]
         assert_eq!(
-            retryable(reqwest_middleware::Error::middleware(std::io::Error::other(
-                "some middleware failed"
-            ))),
+            retryable(reqwest_middleware::Error::middleware(
+                std::io::Error::other("some middleware failed")
+            )),
             false
         );
     }
