@@ -29,6 +29,8 @@ mod mcp;
 mod middleware;
 #[cfg(any(feature = "reqwest", feature = "emulator"))]
 mod protocol;
+#[cfg(feature = "oauth-proxy")]
+mod proxy;
 mod secret;
 #[cfg(feature = "reqwest")]
 mod session;
@@ -62,6 +64,8 @@ pub use mcp::{
 };
 #[cfg(feature = "middleware")]
 pub use middleware::{BodyDigest, SignWith, SigningMiddleware};
+#[cfg(feature = "oauth-proxy")]
+pub use proxy::{MemoryStore, OAuthProxy, OAuthProxyBuilder, Store, StoreFuture};
 pub use secret::SecretString;
 #[cfg(feature = "reqwest")]
 pub use session::{OciSession, SessionProvider, SubjectTokenSource, TokenExchangeSignerBuilder};
