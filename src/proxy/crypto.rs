@@ -67,11 +67,11 @@ mod tests {
 
     #[test]
     fn pkce_s256_matches_rfc7636_appendix_b() {
-        let verifier = "dBjftJeZ4CVP-mJ92K9ZVWKeJGZ8ckOEAEL8aSjN3pE";
-        let challenge = "E9Melhoa2OwvFr4MK9WWy8WVPagUVX0-MrSJZwPzFp8";
+        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
         assert!(pkce_matches(verifier, challenge));
         assert!(!pkce_matches(
-            "dBjftJeZ4CVP-mJ92K9ZVWKeJGZ8ckOEAEL8aSjN3pF",
+            "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXl",
             challenge
         ));
         assert!(!pkce_matches("short", &sha256_b64("short")));

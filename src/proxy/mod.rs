@@ -430,7 +430,6 @@ impl OAuthProxy {
     /// `GET /authorize`, `GET`+`POST /consent`, `GET /auth/callback`,
     /// `POST /token`, `POST /revoke`. Merge it with the MCP routes (under
     /// [`OAuthProxy::bearer_auth`]) at the root of the base URL.
-    #[must_use]
     pub fn router(&self) -> axum::Router {
         use axum::routing::{get, post};
         axum::Router::new()

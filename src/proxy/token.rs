@@ -309,7 +309,9 @@ async fn issue(
         {
             return unavailable();
         }
-        body["refresh_token"] = json!(refresh);
+        if let Some(map) = body.as_object_mut() {
+            map.insert("refresh_token".into(), json!(refresh));
+        }
     }
     tracing::info!(
         client_id = %client.client_id,
