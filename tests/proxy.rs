@@ -42,8 +42,6 @@ struct Env {
     base: String,
     store: MemoryStore,
     clock: Arc<FixedClock>,
-    /// The user's browser: keeps cookies, follows nothing.
-    browser: reqwest::Client,
     /// The MCP client's HTTP (no cookies).
     http: reqwest::Client,
     _server: tokio::task::JoinHandle<()>,
@@ -105,7 +103,6 @@ async fn env_with(options: Options) -> Env {
         base,
         store,
         clock,
-        browser: browser(),
         http: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -197,10 +194,17 @@ impl Env {
     }
 
     /// /authorize -> consent page: (txn, csrf, page).
-    async fn open_consent(&self, browser: &reqwest::Client, client_id: &str) -> (String, String, String) {
+    async fn open_consent(
+        &self,
+        browser: &reqwest::Client,
+        client_id: &str,
+    ) -> (String, String, String) {
         let r = self.get(browser, &self.authorize_url(client_id, &[])).await;
         let consent = location(&r);
-        assert!(consent.starts_with(&format!("{}/consent?txn=", self.base)), "{consent}");
+        assert!(
+            consent.starts_with(&format!("{}/consent?txn=", self.base)),
+            "{consent}"
+        );
         let page = self.get(browser, &consent).await;
         assert_eq!(page.status(), StatusCode::OK);
         let html = page.text().await.unwrap();
@@ -227,7 +231,10 @@ impl Env {
         let browser = browser();
         let (txn, csrf, _) = self.open_consent(&browser, client_id).await;
         let upstream = location(&self.post_consent(&browser, &txn, &csrf, "approve").await);
-        assert!(upstream.starts_with(self.emu.domain_url().as_str()), "{upstream}");
+        assert!(
+            upstream.starts_with(self.emu.domain_url().as_str()),
+            "{upstream}"
+        );
         let callback = location(&self.get(&browser, &upstream).await);
         assert!(callback.starts_with(&format!("{}/auth/callback", self.base)));
         let done = location(&self.get(&browser, &callback).await);
@@ -235,7 +242,10 @@ impl Env {
         query(&done)
     }
 
-    async fn token(&self, form: &[(&str, &str)]) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    async fn token(
+        &self,
+        form: &[(&str, &str)],
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
         let r = self
             .http
             .post(format!("{}/token", self.base))
@@ -299,13 +309,24 @@ impl Env {
 async fn full_flow_register_login_call_refresh_revoke() {
     let env = env().await;
     // Discovery as an MCP client does it.
-    let r = env.http.post(format!("{}/mcp", env.base)).send().await.unwrap();
+    let r = env
+        .http
+        .post(format!("{}/mcp", env.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
-    assert!(challenge.contains("/.well-known/oauth-protected-resource/mcp"), "{challenge}");
+    let www = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert!(
+        www.contains("/.well-known/oauth-protected-resource/mcp"),
+        "{www}"
+    );
     let prm: Value = env
         .http
-        .get(format!("{}/.well-known/oauth-protected-resource/mcp", env.base))
+        .get(format!(
+            "{}/.well-known/oauth-protected-resource/mcp",
+            env.base
+        ))
         .send()
         .await
         .unwrap()
@@ -316,7 +337,10 @@ async fn full_flow_register_login_call_refresh_revoke() {
     assert_eq!(prm["resource"], format!("{}/mcp", env.base));
     let meta: Value = env
         .http
-        .get(format!("{}/.well-known/oauth-authorization-server", env.base))
+        .get(format!(
+            "{}/.well-known/oauth-authorization-server",
+            env.base
+        ))
         .send()
         .await
         .unwrap()
@@ -326,12 +350,22 @@ async fn full_flow_register_login_call_refresh_revoke() {
     assert_eq!(meta["issuer"], env.base);
     assert_eq!(meta["code_challenge_methods_supported"], json!(["S256"]));
     assert_eq!(meta["authorization_response_iss_parameter_supported"], true);
-    assert!(meta["token_endpoint_auth_methods_supported"]
-        .as_array()
-        .unwrap()
-        .contains(&json!("none")));
-    for endpoint in ["authorization_endpoint", "token_endpoint", "registration_endpoint", "revocation_endpoint"] {
-        assert!(meta[endpoint].as_str().unwrap().starts_with(&env.base), "{endpoint}");
+    assert!(
+        meta["token_endpoint_auth_methods_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("none"))
+    );
+    for endpoint in [
+        "authorization_endpoint",
+        "token_endpoint",
+        "registration_endpoint",
+        "revocation_endpoint",
+    ] {
+        assert!(
+            meta[endpoint].as_str().unwrap().starts_with(&env.base),
+            "{endpoint}"
+        );
     }
 
     let client_id = env.register().await;
@@ -341,9 +375,21 @@ async fn full_flow_register_login_call_refresh_revoke() {
     assert!(!redirect.contains_key("error"));
     // The upstream leg: the proxy's own PKCE and no scope in the code grant.
     let upstream = env.emu.last_authorization().unwrap();
-    assert!(upstream.iter().any(|(k, v)| k == "code_challenge_method" && v == "S256"));
-    assert!(upstream.iter().any(|(k, v)| k == "redirect_uri" && *v == format!("{}/auth/callback", env.base)));
-    assert!(!upstream.iter().any(|(k, v)| k == "code_challenge" && *v == challenge(&verifier())));
+    assert!(
+        upstream
+            .iter()
+            .any(|(k, v)| k == "code_challenge_method" && v == "S256")
+    );
+    assert!(
+        upstream
+            .iter()
+            .any(|(k, v)| k == "redirect_uri" && *v == format!("{}/auth/callback", env.base))
+    );
+    assert!(
+        !upstream
+            .iter()
+            .any(|(k, v)| k == "code_challenge" && *v == challenge(&verifier()))
+    );
 
     let tokens = env.redeem(&client_id, &redirect["code"]).await;
     assert_eq!(tokens["token_type"], "Bearer");
@@ -353,7 +399,10 @@ async fn full_flow_register_login_call_refresh_revoke() {
     let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
     let (status, body) = env.mcp(&access).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert!(body.starts_with("demo-user "), "tools see the upstream token: {body}");
+    assert!(
+        body.starts_with("demo-user "),
+        "tools see the upstream token: {body}"
+    );
 
     // Refresh rotates; the used refresh token is refused.
     let form = |rt: &str| {
@@ -380,19 +429,34 @@ async fn full_flow_register_login_call_refresh_revoke() {
     let (status, _) = env.mcp(&access2).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(env.mcp(&access).await.0, StatusCode::UNAUTHORIZED);
-    assert_eq!(env.revoke(&client_id, "unknown-token").await, StatusCode::OK);
+    assert_eq!(
+        env.revoke(&client_id, "unknown-token").await,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
 async fn registration_refuses_foreign_redirect_uris_and_bad_metadata() {
     let env = env().await;
     for (body, error) in [
-        (json!({"redirect_uris": ["https://evil.example/cb"]}), "invalid_redirect_uri"),
-        (json!({"redirect_uris": ["http://127.0.0.1:1/cb#x"]}), "invalid_redirect_uri"),
+        (
+            json!({"redirect_uris": ["https://evil.example/cb"]}),
+            "invalid_redirect_uri",
+        ),
+        (
+            json!({"redirect_uris": ["http://127.0.0.1:1/cb#x"]}),
+            "invalid_redirect_uri",
+        ),
         (json!({"redirect_uris": []}), "invalid_redirect_uri"),
         (json!({"client_name": "x"}), "invalid_redirect_uri"),
-        (json!({"redirect_uris": [REDIRECT], "grant_types": ["client_credentials"]}), "invalid_client_metadata"),
-        (json!({"redirect_uris": [REDIRECT], "response_types": ["token"]}), "invalid_client_metadata"),
+        (
+            json!({"redirect_uris": [REDIRECT], "grant_types": ["client_credentials"]}),
+            "invalid_client_metadata",
+        ),
+        (
+            json!({"redirect_uris": [REDIRECT], "response_types": ["token"]}),
+            "invalid_client_metadata",
+        ),
         (json!(["not", "an", "object"]), "invalid_client_metadata"),
     ] {
         let r = env
@@ -417,7 +481,8 @@ async fn authorize_errors_are_pages_or_rfc_redirects_and_store_nothing() {
     // Errors about the client or its redirect URI: a page, never a redirect.
     for url in [
         env.authorize_url("unknown-client", &[]),
-        env.authorize_url(&client_id, &[]).replace("127.0.0.1%3A9", "127.0.0.1%3A10"),
+        env.authorize_url(&client_id, &[])
+            .replace("127.0.0.1%3A9", "127.0.0.1%3A10"),
     ] {
         let r = env.get(&browser, &url).await;
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{url}");
@@ -430,10 +495,25 @@ async fn authorize_errors_are_pages_or_rfc_redirects_and_store_nothing() {
         .replace("code_challenge_method=S256", "code_challenge_method=plain");
     let cases = [
         (no_pkce, "invalid_request"),
-        (env.authorize_url(&client_id, &[]).replace("code_challenge=", "x="), "invalid_request"),
-        (env.authorize_url(&client_id, &[]).replace("%2Fmcp", "%2Fother"), "invalid_target"),
-        (env.authorize_url(&client_id, &[]).replace("response_type=code", "response_type=token"), "unsupported_response_type"),
-        (env.authorize_url(&client_id, &[("scope", "bad\"scope")]), "invalid_scope"),
+        (
+            env.authorize_url(&client_id, &[])
+                .replace("code_challenge=", "x="),
+            "invalid_request",
+        ),
+        (
+            env.authorize_url(&client_id, &[])
+                .replace("%2Fmcp", "%2Fother"),
+            "invalid_target",
+        ),
+        (
+            env.authorize_url(&client_id, &[])
+                .replace("response_type=code", "response_type=token"),
+            "unsupported_response_type",
+        ),
+        (
+            env.authorize_url(&client_id, &[("scope", "bad\"scope")]),
+            "invalid_scope",
+        ),
     ];
     for (url, error) in cases {
         let r = env.get(&browser, &url).await;
@@ -443,7 +523,9 @@ async fn authorize_errors_are_pages_or_rfc_redirects_and_store_nothing() {
         assert_eq!(q["iss"], env.base);
     }
     // A trailing slash on the resource is the same resource.
-    let url = env.authorize_url(&client_id, &[]).replace("%2Fmcp", "%2Fmcp%2F");
+    let url = env
+        .authorize_url(&client_id, &[])
+        .replace("%2Fmcp", "%2Fmcp%2F");
     assert!(location(&env.get(&browser, &url).await).contains("/consent?txn="));
     assert_eq!(env.store.count("txn"), 1);
     assert_eq!(env.state_count(), 1, "only the one valid transaction");
@@ -460,10 +542,16 @@ async fn token_endpoint_errors_follow_rfc6749() {
             ("client_id", &client_id),
             ("code", &code),
             ("redirect_uri", REDIRECT),
-            ("code_verifier", "wrong-verifier-wrong-verifier-wrong-verifier-00"),
+            (
+                "code_verifier",
+                "wrong-verifier-wrong-verifier-wrong-verifier-00",
+            ),
         ])
         .await;
-    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
     assert_eq!(headers["cache-control"], "no-store");
     assert_eq!(env.state_count(), 0, "a spent code leaves nothing behind");
     // The right verifier is too late now: the code was single use.
@@ -477,7 +565,10 @@ async fn token_endpoint_errors_follow_rfc6749() {
             ("code_verifier", &v),
         ])
         .await;
-    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
 
     // Reused code, racing: exactly one of two concurrent redemptions wins.
     let code = env.login(&client_id).await["code"].clone();
@@ -502,16 +593,37 @@ async fn token_endpoint_errors_follow_rfc6749() {
             ("code_verifier", &v),
         ])
         .await;
-    assert_eq!((status, body["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_client")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_client"))
+    );
     assert!(headers.contains_key("www-authenticate"));
     let (status, _, body) = env.token(&[("grant_type", "password")]).await;
-    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("unsupported_grant_type")));
-    let (status, _, body) = env.token(&[("grant_type", "authorization_code"), ("client_id", &client_id)]).await;
-    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_request")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("unsupported_grant_type"))
+    );
     let (status, _, body) = env
-        .token(&[("grant_type", "refresh_token"), ("client_id", &client_id), ("refresh_token", "nope")])
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", &client_id),
+        ])
         .await;
-    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request"))
+    );
+    let (status, _, body) = env
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", &client_id),
+            ("refresh_token", "nope"),
+        ])
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
 }
 
 #[tokio::test]
@@ -530,14 +642,23 @@ async fn consent_is_bound_to_the_browser_and_csrf_protected() {
     let headers = again.headers().clone();
     assert_eq!(hidden(&again.text().await.unwrap(), "csrf"), csrf);
     let csp = headers["content-security-policy"].to_str().unwrap();
-    assert!(csp.contains("frame-ancestors 'none'") && csp.contains("form-action 'self'"), "{csp}");
-    assert!(csp.contains(env.emu.domain_url().origin().ascii_serialization().as_str()), "{csp}");
+    assert!(
+        csp.contains("frame-ancestors 'none'") && csp.contains("form-action 'self'"),
+        "{csp}"
+    );
+    assert!(
+        csp.contains(env.emu.domain_url().origin().ascii_serialization().as_str()),
+        "{csp}"
+    );
     assert_eq!(headers["x-frame-options"], "DENY");
     assert_eq!(headers["cache-control"], "no-store");
     assert_eq!(headers["referrer-policy"], "no-referrer");
 
     // Another browser (no cookie) can neither see nor approve this consent.
-    assert_eq!(env.get(&victim, &consent_url).await.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        env.get(&victim, &consent_url).await.status(),
+        StatusCode::BAD_REQUEST
+    );
     let r = env.post_consent(&victim, &txn, &csrf, "approve").await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     // A wrong CSRF token is refused.
@@ -549,8 +670,15 @@ async fn consent_is_bound_to_the_browser_and_csrf_protected() {
     let callback = location(&env.get(&victim, &upstream).await);
     let r = env.get(&victim, &callback).await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    assert!(r.headers().get("location").is_none(), "never redirected to the client");
-    assert_eq!(env.store.count("txn"), 1, "a refused callback does not consume the login");
+    assert!(
+        r.headers().get("location").is_none(),
+        "never redirected to the client"
+    );
+    assert_eq!(
+        env.store.count("txn"),
+        1,
+        "a refused callback does not consume the login"
+    );
     assert_eq!(env.store.count("code"), 0);
     // A tampered cookie is refused too.
     let tampered = reqwest::Client::builder()
@@ -559,7 +687,10 @@ async fn consent_is_bound_to_the_browser_and_csrf_protected() {
         .unwrap();
     let r = tampered
         .get(&callback)
-        .header("cookie", "ocx_consent=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+        .header(
+            "cookie",
+            "ocx_consent=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        )
         .send()
         .await
         .unwrap();
@@ -570,7 +701,12 @@ async fn consent_is_bound_to_the_browser_and_csrf_protected() {
     let replay = env.get(&attacker, &callback).await;
     assert_eq!(replay.status(), StatusCode::BAD_REQUEST);
     // An unknown state is a page.
-    let r = env.get(&attacker, &format!("{}/auth/callback?state=nope&code=x", env.base)).await;
+    let r = env
+        .get(
+            &attacker,
+            &format!("{}/auth/callback?state=nope&code=x", env.base),
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 }
 
@@ -589,7 +725,11 @@ async fn denied_consent_and_expired_transactions() {
     let (txn, csrf, _) = env.open_consent(&b, &client_id).await;
     env.clock.advance(Duration::from_secs(16 * 60));
     let r = env.post_consent(&b, &txn, &csrf, "approve").await;
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "an expired login is refused");
+    assert_eq!(
+        r.status(),
+        StatusCode::BAD_REQUEST,
+        "an expired login is refused"
+    );
     assert_eq!(env.state_count(), 0);
 }
 
@@ -598,9 +738,18 @@ async fn upstream_errors_at_the_callback_reach_the_client_as_rfc_errors() {
     let env = env().await;
     let client_id = env.register().await;
     let cases: Vec<(Box<dyn Fn(&Emulator)>, &str)> = vec![
-        (Box::new(|e: &Emulator| e.deny_next_logins(1)), "access_denied"),
-        (Box::new(|e: &Emulator| e.inject_fault(Fault::Status(503), 1)), "temporarily_unavailable"),
-        (Box::new(|e: &Emulator| e.inject_fault(Fault::GarbageBody, 1)), "server_error"),
+        (
+            Box::new(|e: &Emulator| e.deny_next_logins(1)),
+            "access_denied",
+        ),
+        (
+            Box::new(|e: &Emulator| e.inject_fault(Fault::Status(503), 1)),
+            "temporarily_unavailable",
+        ),
+        (
+            Box::new(|e: &Emulator| e.inject_fault(Fault::GarbageBody, 1)),
+            "server_error",
+        ),
         (
             Box::new(|e: &Emulator| {
                 e.inject_fault(
@@ -666,7 +815,10 @@ async fn calls_keep_working_across_upstream_expiry_with_one_refresh() {
     let client_id = env.register().await;
     let code = env.login(&client_id).await["code"].clone();
     let tokens = env.redeem(&client_id, &code).await;
-    assert_eq!(tokens["expires_in"], 3600, "refreshable: the proxy's token outlives the upstream one");
+    assert_eq!(
+        tokens["expires_in"], 3600,
+        "refreshable: the proxy's token outlives the upstream one"
+    );
     let access = tokens["access_token"].as_str().unwrap().to_owned();
     let (_, first) = env.mcp(&access).await;
     let refreshes = env.emu.counters().refresh_grants;
@@ -678,7 +830,11 @@ async fn calls_keep_working_across_upstream_expiry_with_one_refresh() {
         assert_ne!(*body, first, "OCI sees a new upstream token (new jti)");
         assert_eq!(*body, answers[0].1);
     }
-    assert_eq!(env.emu.counters().refresh_grants, refreshes + 1, "one refresh for 8 calls");
+    assert_eq!(
+        env.emu.counters().refresh_grants,
+        refreshes + 1,
+        "one refresh for 8 calls"
+    );
     // Long after the first upstream token expired.
     env.clock.advance(Duration::from_secs(600));
     let (status, later) = env.mcp(&access).await;
@@ -754,7 +910,10 @@ async fn consent_off_goes_straight_to_the_domain_still_bound_to_the_browser() {
     let upstream = location(&env.get(&b, &env.authorize_url(&client_id, &[])).await);
     assert!(upstream.starts_with(env.emu.domain_url().as_str()));
     let callback = location(&env.get(&b, &upstream).await);
-    assert_eq!(env.get(&browser(), &callback).await.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        env.get(&browser(), &callback).await.status(),
+        StatusCode::BAD_REQUEST
+    );
     let done = location(&env.get(&b, &callback).await);
     assert!(query(&done).contains_key("code"));
 }
@@ -776,7 +935,11 @@ async fn no_secret_in_logs_html_or_errors() {
     let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
     let (_, body) = env.mcp(&access).await;
     let (status, _, refused) = env
-        .token(&[("grant_type", "refresh_token"), ("client_id", &client_id), ("refresh_token", &format!("{refresh}x"))])
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", &client_id),
+            ("refresh_token", &format!("{refresh}x")),
+        ])
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(env.revoke(&client_id, &access).await, StatusCode::OK);
@@ -794,7 +957,10 @@ async fn no_secret_in_logs_html_or_errors() {
         ("upstream jti", upstream_jti.as_str()),
     ] {
         capture.assert_free_of(name, secret);
-        assert!(!html.contains(secret) || name == "csrf token", "{name} in html");
+        assert!(
+            !html.contains(secret) || name == "csrf token",
+            "{name} in html"
+        );
         assert!(!refused.to_string().contains(secret), "{name} in an error");
     }
     let key = String::from_utf8_lossy(&SIGNING_KEY).into_owned();
@@ -813,8 +979,14 @@ async fn proxy_debug_and_config_refusals() {
     };
     let err = build(&[1; 31], "http://127.0.0.1:8000").unwrap_err();
     assert!(err.to_string().contains("32 bytes"), "{err}");
-    assert!(build(&[1; 32], "http://example.com").is_err(), "http only on loopback");
-    assert!(build(&[1; 32], "https://example.com/path").is_err(), "an origin");
+    assert!(
+        build(&[1; 32], "http://example.com").is_err(),
+        "http only on loopback"
+    );
+    assert!(
+        build(&[1; 32], "https://example.com/path").is_err(),
+        "an origin"
+    );
     let proxy = build(&[1; 32], "http://127.0.0.1:8000").unwrap();
     let debug = format!("{proxy:?} {:?}", proxy.bearer_auth());
     assert!(!debug.contains("very-secret-value"), "{debug}");
