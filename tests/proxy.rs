@@ -2,7 +2,12 @@
 //! cookie jar, no redirects followed) and the MCP client, the emulator plays the
 //! identity domain.
 #![cfg(all(feature = "oauth-proxy", feature = "emulator"))]
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 
@@ -737,7 +742,8 @@ async fn denied_consent_and_expired_transactions() {
 async fn upstream_errors_at_the_callback_reach_the_client_as_rfc_errors() {
     let env = env().await;
     let client_id = env.register().await;
-    let cases: Vec<(Box<dyn Fn(&Emulator)>, &str)> = vec![
+    type Arm = Box<dyn Fn(&Emulator)>;
+    let cases: Vec<(Arm, &str)> = vec![
         (
             Box::new(|e: &Emulator| e.deny_next_logins(1)),
             "access_denied",

@@ -20,7 +20,7 @@ use super::model::{
 use super::pages::{
     Params, client_error, error_page, escape, html, read_form, redirect, with_query,
 };
-use super::{Inner, crypto, upstream};
+use super::{Inner, crypto, redirect, upstream};
 
 fn query(uri: &http::Uri) -> Option<Params> {
     Params::parse(uri.query().unwrap_or(""))
@@ -93,10 +93,10 @@ pub(super) async fn authorize(State(inner): State<Arc<Inner>>, uri: http::Uri) -
             "The application is not registered with this server (or its registration expired). Register it again.",
         );
     };
-    let Some(redirect_uri) = params
-        .get("redirect_uri")
-        .filter(|r| client.redirect_uris.iter().any(|u| u == r))
-    else {
+    // Exactly a registered URI, still allowed by the current allow-list.
+    let Some(redirect_uri) = params.get("redirect_uri").filter(|r| {
+        client.redirect_uris.iter().any(|u| u == r) && redirect::allowed(&inner.patterns, r)
+    }) else {
         return bad_request("The redirect URI is missing or not registered for this application.");
     };
     let state = params.get("state");

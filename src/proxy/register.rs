@@ -87,7 +87,7 @@ pub(super) async fn register(
     {
         tracing::info!(
             outcome = "refused",
-            redirect_uri = %bad.chars().take(200).collect::<String>(),
+            redirect_uri = ?bad.chars().take(200).collect::<String>(),
             "oauth proxy client registration"
         );
         return invalid(
@@ -153,7 +153,7 @@ pub(super) async fn register(
     }
     tracing::info!(
         client_id = %client_id,
-        client_name = client_name.as_deref().unwrap_or(""),
+        client_name = ?client_name.as_deref().unwrap_or(""),
         outcome = "registered",
         "oauth proxy client registration"
     );
