@@ -29,12 +29,15 @@ mod mcp;
 mod middleware;
 #[cfg(any(feature = "reqwest", feature = "emulator"))]
 mod protocol;
+#[cfg(feature = "oauth-proxy")]
+mod proxy;
 mod secret;
 #[cfg(feature = "reqwest")]
 mod session;
 #[cfg(feature = "reqwest")]
 mod signer;
 mod signing;
+mod store;
 
 #[cfg(feature = "reqwest")]
 pub use cache::{CacheStats, SignerCache, SignerCacheBuilder};
@@ -62,6 +65,8 @@ pub use mcp::{
 };
 #[cfg(feature = "middleware")]
 pub use middleware::{BodyDigest, SignWith, SigningMiddleware};
+#[cfg(feature = "oauth-proxy")]
+pub use proxy::{OAuthProxy, OAuthProxyBuilder};
 pub use secret::SecretString;
 #[cfg(feature = "reqwest")]
 pub use session::{OciSession, SessionProvider, SubjectTokenSource, TokenExchangeSignerBuilder};
@@ -73,3 +78,4 @@ pub use signing::{
     DateHeader, KeyId, SignableBody, SignableRequest, SigningOptions, SigningOutput, SigningParams,
     VerifiedRequest, VerifyOptions, sign, sign_http_parts, sign_http_request, verify,
 };
+pub use store::{MemoryStore, Store, StoreFuture};
