@@ -57,6 +57,9 @@ pub enum ErrorKind {
     Transport,
     /// The identity domain did not answer in time.
     Timeout,
+    /// An encrypted value (a Fernet token) was refused: not a Fernet token, made with
+    /// another key, tampered with, expired, or dated in the future.
+    Decrypt,
 }
 
 /// The error returned by every fallible function of this crate.
