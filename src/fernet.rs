@@ -159,6 +159,24 @@ impl Keyed {
 /// strictly (canonical, padded url-safe: what every implementation writes), so a
 /// few malformed tokens that Python's lenient decoder reads, such as trailing
 /// characters after the padding, are refused, as the spec's vectors ask.
+///
+/// ```
+/// use oci_token_exchange::{Fernet, FernetKey};
+///
+/// let old = FernetKey::generate()?;
+/// let token = Fernet::new(old.clone()).encrypt(b"session state")?;
+///
+/// // Rotation: the new key first, the old one still read.
+/// let new = FernetKey::generate()?;
+/// let value = format!(
+///     "{},{}",
+///     new.to_base64().expose_secret(),
+///     old.to_base64().expose_secret()
+/// );
+/// let fernet = Fernet::from_env_value(&value)?;
+/// assert_eq!(fernet.decrypt(&token, None)?, b"session state");
+/// # Ok::<(), oci_token_exchange::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct Fernet {
     /// Never empty; the first key encrypts.
