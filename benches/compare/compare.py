@@ -30,6 +30,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from html import unescape
@@ -233,6 +234,8 @@ def main() -> int:
     parser.add_argument("--no-baseline", dest="ping", action="store_false",
                         help="skip the tools/list baseline")
     parser.add_argument("--path", default="/20160918/compartments", help="the GET oci_request makes")
+    parser.add_argument("--logs", type=Path, default=HERE.parent.parent / "target" / "compare-logs",
+                        help="where the servers' logs go (a fresh directory below it per run)")
     parser.add_argument("--emulator", default=str(TARGET / "release/examples/emulator"))
     parser.add_argument("--mcp-server", default=str(TARGET / "release/examples/mcp_server"))
     args = parser.parse_args()
@@ -240,6 +243,8 @@ def main() -> int:
     ours_port, fast_port = free_port(), free_port()
     ours_base, fast_base = f"http://127.0.0.1:{ours_port}", f"http://127.0.0.1:{fast_port}"
     children: list[subprocess.Popen] = []
+    args.logs.mkdir(parents=True, exist_ok=True)
+    logs = Path(tempfile.mkdtemp(prefix="compare-", dir=args.logs))
     try:
         emulator = subprocess.Popen(
             [args.emulator],
@@ -259,15 +264,19 @@ def main() -> int:
         }
         ours = subprocess.Popen(
             [args.mcp_server],
-            env={**common, "RUST_LOG": "warn", "MCP_BASE_URL": ours_base,
-                 "MCP_BIND": f"127.0.0.1:{ours_port}"},
-            stdout=subprocess.PIPE, text=True,
+            # Debug for the signer cache and sessions only: an event per token
+            # exchange, none on a warm call.
+            env={**common, "MCP_BASE_URL": ours_base, "MCP_BIND": f"127.0.0.1:{ours_port}",
+                 "RUST_LOG": "warn,oci_token_exchange::cache=debug,"
+                             "oci_token_exchange::session=debug"},
+            stdout=subprocess.PIPE, stderr=(logs / "ours.log").open("w"), text=True,
         )
         children.append(ours)
         read_until(ours, ["listening on"], 30)
         fast = subprocess.Popen(
             [sys.executable, str(HERE / "fastmcp_server.py")],
             env={**common, "MCP_BASE_URL": fast_base, "MCP_BIND_PORT": str(fast_port)},
+            stderr=(logs / "fastmcp.log").open("w"),
         )
         children.append(fast)
         wait_http(fast, f"{fast_base}/.well-known/oauth-authorization-server", 60)
@@ -294,6 +303,12 @@ def main() -> int:
     print(f"calls per server: {args.calls} timed (blocks of {args.block}, alternating), "
           f"{args.warmup} warm-up; tool: oci_request(path={args.path!r}); "
           f"client: fastmcp.Client, streamable HTTP, bearer")
+    exchanges = {
+        "ours (Rust, oci-token-exchange)": (logs / "ours.log").read_text().count("session refresh started"),
+        "FastMCP OCIProvider (Python)": (logs / "fastmcp.log").read_text().count("signer created"),
+    }
+    print("token exchanges during the run (expected 1 each: the first warm-up call): "
+          + ", ".join(f"{name}: {n}" for name, n in exchanges.items()) + f" (logs in {logs})")
     for name, (_, consented) in logins.items():
         print(f"login through {name}: registration, PKCE, "
               f"{'consent page approved' if consented else 'no consent page'}, emulator login, code grant")
