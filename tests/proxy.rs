@@ -1004,3 +1004,84 @@ async fn proxy_debug_and_config_refusals() {
         .unwrap();
     assert!(!format!("{store:?}").contains("stored-value"));
 }
+
+#[tokio::test]
+async fn a_reused_code_revokes_the_tokens_it_gave() {
+    let env = env().await;
+    let client_id = env.register().await;
+    let code = env.login(&client_id).await["code"].clone();
+    let tokens = env.redeem(&client_id, &code).await;
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(env.mcp(&access).await.0, StatusCode::OK);
+    let v = verifier();
+    let (status, _, body) = env
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", &client_id),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &v),
+        ])
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    assert_eq!(env.mcp(&access).await.0, StatusCode::UNAUTHORIZED);
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let (status, _, _) = env
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", &client_id),
+            ("refresh_token", refresh),
+        ])
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn json_endpoints_allow_browser_clients_and_pages_do_not() {
+    let env = env().await;
+    for path in [
+        "/.well-known/oauth-authorization-server",
+        "/register",
+        "/token",
+        "/revoke",
+    ] {
+        let r = env
+            .http
+            .request(reqwest::Method::OPTIONS, format!("{}{path}", env.base))
+            .header("origin", "http://localhost:6274")
+            .header("access-control-request-method", "POST")
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        assert_eq!(r.headers()["access-control-allow-origin"], "*", "{path}");
+    }
+    let r = env
+        .http
+        .post(format!("{}/token", env.base))
+        .form(&[("grant_type", "password")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    let r = env
+        .http
+        .get(format!(
+            "{}/.well-known/oauth-protected-resource/mcp",
+            env.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    let r = env
+        .http
+        .get(format!("{}/authorize", env.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+}

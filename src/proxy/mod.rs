@@ -432,18 +432,29 @@ impl OAuthProxy {
     /// [`OAuthProxy::bearer_auth`]) at the root of the base URL.
     pub fn router(&self) -> axum::Router {
         use axum::routing::{get, post};
-        axum::Router::new()
-            .route(register::METADATA_PATH, get(register::metadata))
-            .route("/register", post(register::register))
+        // Called from scripts of other origins (browser-based MCP clients), without
+        // cookies: CORS for any origin.
+        let api = axum::Router::new()
+            .route(
+                register::METADATA_PATH,
+                get(register::metadata).options(pages::preflight),
+            )
+            .route(
+                "/register",
+                post(register::register).options(pages::preflight),
+            )
+            .route("/token", post(token::token).options(pages::preflight))
+            .route("/revoke", post(token::revoke).options(pages::preflight))
+            .layer(axum::middleware::map_response(pages::allow_any_origin));
+        // Browser navigations only: no CORS.
+        let pages = axum::Router::new()
             .route("/authorize", get(authorize::authorize))
             .route(
                 "/consent",
                 get(authorize::consent_page).post(authorize::consent_post),
             )
-            .route("/auth/callback", get(authorize::callback))
-            .route("/token", post(token::token))
-            .route("/revoke", post(token::revoke))
-            .with_state(Arc::clone(&self.inner))
+            .route("/auth/callback", get(authorize::callback));
+        api.merge(pages).with_state(Arc::clone(&self.inner))
     }
 
     /// [`BearerAuth`] in proxy mode, for the MCP endpoint: accepts only this proxy's
