@@ -1085,3 +1085,36 @@ async fn json_endpoints_allow_browser_clients_and_pages_do_not() {
         .unwrap();
     assert!(r.headers().get("access-control-allow-origin").is_none());
 }
+
+#[tokio::test]
+async fn transient_refresh_failures_keep_the_login() {
+    let env = env_with(Options {
+        upstream_ttl: Duration::from_secs(300),
+        ..Options::default()
+    })
+    .await;
+    let client_id = env.register().await;
+    let code = env.login(&client_id).await["code"].clone();
+    let tokens = env.redeem(&client_id, &code).await;
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let (_, first) = env.mcp(&access).await;
+    // Within the refresh margin, a failed refresh keeps the still valid token.
+    env.clock.advance(Duration::from_secs(250));
+    env.emu.inject_fault(
+        Fault::Respond {
+            status: 401,
+            body: r#"{"error":"invalid_client"}"#.into(),
+        },
+        1,
+    );
+    assert_eq!(env.mcp(&access).await, (StatusCode::OK, first.clone()));
+    // Expired and the domain down: 503, the login is kept.
+    env.clock.advance(Duration::from_secs(100));
+    env.emu.inject_fault(Fault::Status(503), 1);
+    assert_eq!(env.mcp(&access).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(env.store.count("set"), 1);
+    // The domain is back.
+    let (status, body) = env.mcp(&access).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(body, first);
+}

@@ -292,7 +292,8 @@ impl OAuthProxyBuilder {
     /// # Errors
     /// [`ErrorKind::InvalidConfig`] for a missing or invalid base URL (an http(s)
     /// origin; http only on loopback), resource, domain URL, client credentials,
-    /// redirect URI pattern, or a signing key shorter than 32 bytes.
+    /// redirect URI pattern, default scope, a lifetime under one second, or a
+    /// signing key shorter than 32 bytes.
     pub fn build(self) -> Result<OAuthProxy> {
         let invalid = |m: &'static str| Error::new(ErrorKind::InvalidConfig, m);
         let base = Url::parse(
@@ -364,6 +365,14 @@ impl OAuthProxyBuilder {
             .unwrap_or_else(|| vec!["openid".to_owned()]);
         if default_scopes.iter().any(|s| !pages::is_scope_token(s)) {
             return Err(invalid("a default scope is not a valid scope token"));
+        }
+        let lifetimes = [
+            self.access_lifetime,
+            self.refresh_lifetime,
+            self.upstream_refresh_lifetime,
+        ];
+        if lifetimes.iter().flatten().any(|d| d.as_secs() == 0) {
+            return Err(invalid("token lifetimes must be at least one second"));
         }
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let http = match self.http {
