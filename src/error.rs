@@ -57,7 +57,7 @@ pub enum ErrorKind {
     Transport,
     /// The identity domain did not answer in time.
     Timeout,
-    /// The OAuth proxy's store failed or is full.
+    /// A [`Store`](crate::Store) failed, is unreachable or is full.
     Storage,
 }
 

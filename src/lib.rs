@@ -37,6 +37,7 @@ mod session;
 #[cfg(feature = "reqwest")]
 mod signer;
 mod signing;
+mod store;
 
 #[cfg(feature = "reqwest")]
 pub use cache::{CacheStats, SignerCache, SignerCacheBuilder};
@@ -65,7 +66,7 @@ pub use mcp::{
 #[cfg(feature = "middleware")]
 pub use middleware::{BodyDigest, SignWith, SigningMiddleware};
 #[cfg(feature = "oauth-proxy")]
-pub use proxy::{MemoryStore, OAuthProxy, OAuthProxyBuilder, Store, StoreFuture};
+pub use proxy::{OAuthProxy, OAuthProxyBuilder};
 pub use secret::SecretString;
 #[cfg(feature = "reqwest")]
 pub use session::{OciSession, SessionProvider, SubjectTokenSource, TokenExchangeSignerBuilder};
@@ -77,3 +78,4 @@ pub use signing::{
     DateHeader, KeyId, SignableBody, SignableRequest, SigningOptions, SigningOutput, SigningParams,
     VerifiedRequest, VerifyOptions, sign, sign_http_parts, sign_http_request, verify,
 };
+pub use store::{MemoryStore, Store, StoreFuture};

@@ -7,7 +7,6 @@ mod model;
 mod pages;
 mod redirect;
 mod register;
-mod store;
 mod token;
 mod tokens;
 mod upstream;
@@ -20,7 +19,6 @@ use std::time::Duration;
 
 use url::Url;
 
-pub use store::{MemoryStore, Store, StoreFuture};
 pub(crate) use validate::check;
 
 use self::redirect::Pattern;
@@ -31,6 +29,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::exchange::parse_domain_url;
 use crate::mcp::{AccessToken, BearerAuth};
 use crate::secret::SecretString;
+use crate::store::{MemoryStore, Store};
 
 /// Default lifetime of the proxy's access tokens.
 const DEFAULT_ACCESS_LIFETIME: Duration = Duration::from_secs(3600);

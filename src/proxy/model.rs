@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::store::Store;
 use crate::error::{Error, ErrorKind, Result};
+use crate::store::Store;
 
 /// Collections (namespaces) of the store.
 pub(super) const CLIENTS: &str = "client";

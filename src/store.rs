@@ -1,4 +1,5 @@
-//! Where the proxy keeps its state: the [`Store`] trait and the in-memory store.
+//! Shared state: the [`Store`] trait (the OAuth proxy's state, and later the OCI
+//! sessions replicas share) and the in-memory store.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -40,6 +41,23 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn take(&self, collection: &str, key: &str) -> StoreFuture<'_, Option<Vec<u8>>>;
     /// Removes `key` (nothing happens if it is absent).
     fn delete(&self, collection: &str, key: &str) -> StoreFuture<'_, ()>;
+    /// Stores `value` under `key` for `ttl` only if no live value is there (Redis
+    /// `SET .. NX PX`): `true` when stored. The building block of locks.
+    fn put_if_absent(
+        &self,
+        collection: &str,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> StoreFuture<'_, bool>;
+    /// Removes `key` only if its value is exactly `expected`, atomically (a lock's
+    /// holder releasing it): `true` when removed.
+    fn delete_if_equal(
+        &self,
+        collection: &str,
+        key: &str,
+        expected: &[u8],
+    ) -> StoreFuture<'_, bool>;
 }
 
 struct Entry {
@@ -187,6 +205,18 @@ impl MemoryStore {
     fn put_now(&self, key: String, value: Vec<u8>, ttl: Duration) -> Result<()> {
         let now = self.clock.now();
         let mut entries = self.lock();
+        self.insert_locked(&mut entries, now, key, value, ttl)
+    }
+
+    /// Replaces `key`'s entry (none for a zero `ttl`), within the caps.
+    fn insert_locked(
+        &self,
+        entries: &mut Entries,
+        now: SystemTime,
+        key: String,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<()> {
         entries.remove(&key);
         if ttl.is_zero() {
             return Ok(());
@@ -198,13 +228,13 @@ impl MemoryStore {
         let fits = |e: &Entries| {
             e.map.len() < self.max_entries && e.bytes.saturating_add(size) <= self.max_bytes
         };
-        if !fits(&entries) {
+        if !fits(entries) {
             entries.purge_expired(now);
-            if !fits(&entries) {
+            if !fits(entries) {
                 tracing::warn!(
                     entries = entries.map.len(),
                     bytes = entries.bytes,
-                    "oauth proxy memory store is full"
+                    "memory store is full"
                 );
                 return Err(Error::new(ErrorKind::Storage, "the memory store is full"));
             }
@@ -240,6 +270,45 @@ impl Store for MemoryStore {
     fn delete(&self, collection: &str, key: &str) -> StoreFuture<'_, ()> {
         self.lock().remove(&full_key(collection, key));
         Box::pin(async move { Ok(()) })
+    }
+
+    fn put_if_absent(
+        &self,
+        collection: &str,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> StoreFuture<'_, bool> {
+        let key = full_key(collection, key);
+        let now = self.clock.now();
+        // One lock for the check and the insert: atomic like `SET NX`.
+        let mut entries = self.lock();
+        let done = if entries.map.get(&key).is_some_and(|e| e.expires_at > now) {
+            Ok(false)
+        } else {
+            self.insert_locked(&mut entries, now, key, value, ttl)
+                .map(|()| true)
+        };
+        Box::pin(async move { done })
+    }
+
+    fn delete_if_equal(
+        &self,
+        collection: &str,
+        key: &str,
+        expected: &[u8],
+    ) -> StoreFuture<'_, bool> {
+        let key = full_key(collection, key);
+        let now = self.clock.now();
+        let mut entries = self.lock();
+        let matches = entries
+            .map
+            .get(&key)
+            .is_some_and(|e| e.expires_at > now && e.value == expected);
+        if matches {
+            entries.remove(&key);
+        }
+        Box::pin(async move { Ok(matches) })
     }
 }
 
@@ -285,6 +354,72 @@ mod tests {
         store.delete("c", "b").await.unwrap();
         store.delete("c", "missing").await.unwrap();
         assert!(store.is_empty());
+    }
+
+    #[tokio::test]
+    async fn put_if_absent_and_delete_if_equal_make_a_lock() {
+        let (clock, store) = store();
+        let ttl = Duration::from_secs(10);
+        assert!(
+            store
+                .put_if_absent("lock", "k", b"a".to_vec(), ttl)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .put_if_absent("lock", "k", b"b".to_vec(), ttl)
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.get("lock", "k").await.unwrap(), Some(b"a".to_vec()));
+        // Only the holder releases it.
+        assert!(!store.delete_if_equal("lock", "k", b"b").await.unwrap());
+        assert!(store.delete_if_equal("lock", "k", b"a").await.unwrap());
+        assert!(!store.delete_if_equal("lock", "k", b"a").await.unwrap());
+        // A holder that died: the lock expires and can be taken again.
+        assert!(
+            store
+                .put_if_absent("lock", "k", b"c".to_vec(), ttl)
+                .await
+                .unwrap()
+        );
+        clock.advance(ttl);
+        assert!(!store.delete_if_equal("lock", "k", b"c").await.unwrap());
+        assert!(
+            store
+                .put_if_absent("lock", "k", b"d".to_vec(), ttl)
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.get("lock", "k").await.unwrap(), Some(b"d".to_vec()));
+    }
+
+    #[test]
+    fn put_if_absent_has_one_winner_under_concurrency() {
+        let (_, store) = store();
+        let store = Arc::new(store);
+        let winners: usize = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8_u8)
+                .map(|i| {
+                    let store = Arc::clone(&store);
+                    s.spawn(move || {
+                        futures_lite_block(store.put_if_absent(
+                            "lock",
+                            "k",
+                            vec![i],
+                            Duration::from_secs(60),
+                        ))
+                        .unwrap()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| usize::from(h.join().unwrap()))
+                .sum()
+        });
+        assert_eq!(winners, 1);
     }
 
     #[test]
