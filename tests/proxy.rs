@@ -429,6 +429,10 @@ async fn full_flow_register_login_call_refresh_revoke() {
     assert_eq!(reused["error"], "invalid_grant");
     assert_eq!(env.mcp(&access2).await.0, StatusCode::OK);
 
+    // Only the proxy's own tokens are accepted, not the domain's.
+    let domain_token = env.emu.mint_user_token("demo-user");
+    assert_eq!(env.mcp(&domain_token).await.0, StatusCode::UNAUTHORIZED);
+
     // Revocation ends the login: every token of it gets 401.
     assert_eq!(env.revoke(&client_id, &access2).await, StatusCode::OK);
     let (status, _) = env.mcp(&access2).await;
@@ -1117,4 +1121,36 @@ async fn transient_refresh_failures_keep_the_login() {
     let (status, body) = env.mcp(&access).await;
     assert_eq!(status, StatusCode::OK);
     assert_ne!(body, first);
+}
+
+#[tokio::test]
+async fn revoking_a_refresh_token_ends_the_login() {
+    let env = env().await;
+    let client_id = env.register().await;
+    let code = env.login(&client_id).await["code"].clone();
+    let tokens = env.redeem(&client_id, &code).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    // Another client cannot revoke it.
+    let other = env.register().await;
+    assert_eq!(env.revoke(&other, refresh).await, StatusCode::OK);
+    assert_eq!(env.mcp(access).await.0, StatusCode::OK);
+    assert_eq!(
+        env.revoke("unknown", refresh).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(env.revoke(&client_id, refresh).await, StatusCode::OK);
+    assert_eq!(env.mcp(access).await.0, StatusCode::UNAUTHORIZED);
+    let (status, _, body) = env
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", &client_id),
+            ("refresh_token", refresh),
+        ])
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    assert_eq!(env.store.count("set"), 0);
 }
