@@ -30,6 +30,7 @@ struct Options {
     consent: bool,
     refresh: bool,
     upstream_ttl: Duration,
+    store_entries: usize,
 }
 
 impl Default for Options {
@@ -38,6 +39,7 @@ impl Default for Options {
             consent: true,
             refresh: true,
             upstream_ttl: Duration::from_secs(3600),
+            store_entries: MemoryStore::DEFAULT_MAX_ENTRIES,
         }
     }
 }
@@ -81,7 +83,8 @@ async fn env_with(options: Options) -> Env {
         .start()
         .await
         .unwrap();
-    let store = MemoryStore::with_clock(clock.clone());
+    let store = MemoryStore::with_clock(clock.clone())
+        .with_limits(options.store_entries, MemoryStore::DEFAULT_MAX_BYTES);
     let proxy = OAuthProxy::builder()
         .base_url(&base)
         .domain_url(emu.domain_url().as_str())
@@ -1153,4 +1156,35 @@ async fn revoking_a_refresh_token_ends_the_login() {
         (StatusCode::BAD_REQUEST, Some("invalid_grant"))
     );
     assert_eq!(env.store.count("set"), 0);
+}
+
+#[tokio::test]
+async fn a_full_store_fails_requests_cleanly() {
+    let env = env_with(Options {
+        store_entries: 2,
+        ..Options::default()
+    })
+    .await;
+    let client_id = env.register().await;
+    // The transaction fits; the code and token set of the callback do not.
+    let b = browser();
+    let (txn, csrf, _) = env.open_consent(&b, &client_id).await;
+    let upstream = location(&env.post_consent(&b, &txn, &csrf, "approve").await);
+    let callback = location(&env.get(&b, &upstream).await);
+    let q = query(&location(&env.get(&b, &callback).await));
+    assert_eq!(q["error"], "temporarily_unavailable");
+    assert_eq!(q["state"], "client-state");
+    assert_eq!(env.state_count(), 0, "the half-made login is cleaned up");
+    // Full again: registration answers a server error, not a panic or a hang.
+    env.register().await;
+    let r = env
+        .http
+        .post(format!("{}/register", env.base))
+        .json(&json!({"redirect_uris": [REDIRECT]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "server_error");
 }
