@@ -437,7 +437,11 @@ impl OAuthProxy {
     /// `GET /.well-known/oauth-authorization-server`, `POST /register`,
     /// `GET /authorize`, `GET`+`POST /consent`, `GET /auth/callback`,
     /// `POST /token`, `POST /revoke`. Merge it with the MCP routes (under
-    /// [`OAuthProxy::bearer_auth`]) at the root of the base URL.
+    /// [`OAuthProxy::bearer_auth`]) at the root of the base URL. The JSON
+    /// endpoints answer CORS requests from any origin (they use no cookies); the
+    /// pages do not. The RFC 9728 resource metadata is not here: the bearer layer
+    /// serves it to requests that reach it, so route
+    /// `/.well-known/oauth-protected-resource/mcp` (or a fallback) under that layer.
     pub fn router(&self) -> axum::Router {
         use axum::routing::{get, post};
         // Called from scripts of other origins (browser-based MCP clients), without
