@@ -98,6 +98,9 @@ impl Drop for Stored {
 struct Lookup<'a> {
     key: String,
     subject_expires_at: Option<SystemTime>,
+    /// The user token's `user_ocid` claim (identity-domain access tokens carry
+    /// it): a stored UPST must be for that user.
+    user_ocid: Option<&'a str>,
     forced: bool,
     /// The session OCI refused (a forced refresh must not take it back).
     refused_upst: Option<&'a SecretString>,
@@ -184,6 +187,7 @@ impl SessionStore {
         let lookup = Lookup {
             key: token_key(subject.expose_secret()),
             subject_expires_at: claims.time("exp"),
+            user_ocid: claims.str("user_ocid"),
             forced,
             refused_upst,
         };
@@ -368,6 +372,12 @@ fn decode(
     }
     let upst = Upst::parse(&stored.upst)
         .map_err(|_| Unusable::Malformed("stored session token unreadable"))?;
+    if lookup
+        .user_ocid
+        .is_some_and(|user| user != upst.user_ocid())
+    {
+        return Err(Unusable::Malformed("stored session is another user's"));
+    }
     let der = Zeroizing::new(
         URL_SAFE_NO_PAD
             .decode(&stored.key)
