@@ -13,8 +13,7 @@ use crate::exchange::TokenExchange;
 use crate::key::SigningKey;
 use crate::secret::SecretString;
 use crate::session::{
-    BoxFuture, ExchangeStats, OciSession, SessionProvider, SessionStore,
-    TokenExchangeSignerBuilder,
+    BoxFuture, ExchangeStats, OciSession, SessionProvider, SessionStore, TokenExchangeSignerBuilder,
 };
 use crate::signing::{KeyId, sign_http_request, sign_reqwest_request};
 

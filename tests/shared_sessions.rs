@@ -18,8 +18,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use oci_token_exchange::{
-    CacheStats, Credentials, Emulator, FixedClock, KeyPool, MemoryStore, SecretString,
-    SignerCache, Store, StoreFuture, TokenExchange, UserTokenOptions,
+    CacheStats, Credentials, Emulator, FixedClock, KeyPool, MemoryStore, SecretString, SignerCache,
+    Store, StoreFuture, TokenExchange, UserTokenOptions,
 };
 use sha2::Digest as _;
 
@@ -157,19 +157,18 @@ impl TestStore {
         match self.mode.load(Ordering::SeqCst) {
             UP => up,
             // Any error will do (the crate's constructor is private).
-            ERRORS => Box::pin(async {
-                Err(oci_token_exchange::KeyId::api_key("", "", "").unwrap_err())
-            }),
+            ERRORS => {
+                Box::pin(async { Err(oci_token_exchange::KeyId::api_key("", "", "").unwrap_err()) })
+            }
             _ => Box::pin(std::future::pending()),
         }
     }
 
     fn record(&self, collection: &str, key: &str, value: &[u8]) {
-        self.written.lock().unwrap().push((
-            collection.to_owned(),
-            key.to_owned(),
-            value.to_vec(),
-        ));
+        self.written
+            .lock()
+            .unwrap()
+            .push((collection.to_owned(), key.to_owned(), value.to_vec()));
     }
 }
 
@@ -410,7 +409,11 @@ async fn scenario_refused_session_not_taken_back(store: Arc<dyn Store>) {
     let signer = replicas[1].signer_for(&token).await.unwrap();
     assert!(signer.refused(&used));
     let renewed = w.call(&replicas[1], &token).await;
-    assert_eq!(w.emulator.exchanges_for("jo"), 2, "a new exchange, not the store");
+    assert_eq!(
+        w.emulator.exchanges_for("jo"),
+        2,
+        "a new exchange, not the store"
+    );
     let renewed = renewed.session().unwrap().clone();
     assert_ne!(
         renewed.upst().token().expose_secret(),
@@ -542,6 +545,10 @@ fn store_outage_is_logged_once() {
     });
     let text = capture.text();
     assert_eq!(text.matches("session store failing").count(), 1, "{text}");
-    assert_eq!(text.matches("session store reachable again").count(), 1, "{text}");
+    assert_eq!(
+        text.matches("session store reachable again").count(),
+        1,
+        "{text}"
+    );
     capture.assert_free_of("user token", token.expose_secret());
 }

@@ -194,10 +194,16 @@ impl SessionStore {
         match self.look(shared, &lookup).await {
             Ok(Some(session)) => return Ok(session),
             Ok(None) => {}
-            Err(_) => return shared.exchange_with_fresh_key(subject, claims, forced).await,
+            Err(_) => {
+                return shared
+                    .exchange_with_fresh_key(subject, claims, forced)
+                    .await;
+            }
         }
         let Ok(owner) = random_owner() else {
-            return shared.exchange_with_fresh_key(subject, claims, forced).await;
+            return shared
+                .exchange_with_fresh_key(subject, claims, forced)
+                .await;
         };
         for _ in 0..CONTEND_ROUNDS {
             let won = self.op(self.store.put_if_absent(
@@ -207,7 +213,11 @@ impl SessionStore {
                 self.lock_ttl,
             ));
             match won.await {
-                Err(_) => return shared.exchange_with_fresh_key(subject, claims, forced).await,
+                Err(_) => {
+                    return shared
+                        .exchange_with_fresh_key(subject, claims, forced)
+                        .await;
+                }
                 Ok(true) => {
                     return self
                         .exchange_holding_lock(shared, subject, claims, &lookup, &owner)
@@ -215,7 +225,9 @@ impl SessionStore {
                 }
                 Ok(false) => match self.wait(shared, &lookup).await {
                     Err(_) => {
-                        return shared.exchange_with_fresh_key(subject, claims, forced).await;
+                        return shared
+                            .exchange_with_fresh_key(subject, claims, forced)
+                            .await;
                     }
                     Ok(Some(session)) => return Ok(session),
                     // The lock went without a session: contend again.
@@ -258,10 +270,9 @@ impl SessionStore {
                 }
             }
         };
-        let released = self.op(
-            self.store
-                .delete_if_equal(LOCK_COLLECTION, &lookup.key, owner),
-        );
+        let released = self.op(self
+            .store
+            .delete_if_equal(LOCK_COLLECTION, &lookup.key, owner));
         let _ = released.await;
         result
     }
@@ -299,7 +310,10 @@ impl SessionStore {
         match decode(&bytes, shared, lookup) {
             Ok(session) => {
                 self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(forced = lookup.forced, "session taken from the shared store");
+                tracing::debug!(
+                    forced = lookup.forced,
+                    "session taken from the shared store"
+                );
                 Ok(Some(Arc::new(session)))
             }
             Err(Unusable::Malformed(reason)) => {
@@ -325,12 +339,9 @@ impl SessionStore {
             return Ok(());
         }
         let value = encode(session, &lookup.key)?;
-        let stored = self.op(self.store.put(
-            SESSION_COLLECTION,
-            &lookup.key,
-            value.to_vec(),
-            ttl,
-        ));
+        let stored = self.op(self
+            .store
+            .put(SESSION_COLLECTION, &lookup.key, value.to_vec(), ttl));
         stored.await
     }
 }
@@ -362,7 +373,9 @@ fn decode(
         return Err(Unusable::Malformed("unknown stored session format"));
     }
     if stored.sub != lookup.key {
-        return Err(Unusable::Malformed("stored session belongs to another token"));
+        return Err(Unusable::Malformed(
+            "stored session belongs to another token",
+        ));
     }
     if lookup
         .refused_upst
