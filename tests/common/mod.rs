@@ -148,3 +148,4 @@ impl LogCapture {
         }
     }
 }
+pub mod redis;
