@@ -394,3 +394,33 @@ async fn redis_store_is_shared_and_not_encrypting() {
     assert!(store.is_shared());
     assert!(!store.encrypts_at_rest());
 }
+
+#[tokio::test]
+async fn rediss_speaks_tls_and_fails_cleanly_against_a_plain_server() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    // The TLS handshake runs (rustls, no panic for want of a crypto provider) and
+    // fails against a server that speaks plain RESP: a Storage error, in bounded time.
+    let url = format!("rediss://:tls-pw@127.0.0.1:{}", server.port());
+    let err = bounded(RedisStore::connect(&url)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Storage, "{err}");
+    assert!(!format!("{err} {err:?}").contains("tls-pw"));
+}
+
+#[tokio::test]
+async fn a_cluster_url_list_is_checked_and_errors_are_bounded() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    // A node without cluster mode: the cluster client cannot read slots from it.
+    let url = server.url();
+    let err = bounded(RedisStore::connect_cluster(&[url.as_str()]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Storage, "{err}");
+    let err = RedisStore::connect_cluster(&["not a url"])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+}
