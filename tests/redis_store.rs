@@ -424,3 +424,68 @@ async fn a_cluster_url_list_is_checked_and_errors_are_bounded() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidConfig);
 }
+
+#[tokio::test]
+async fn a_one_node_cluster_serves_the_store() {
+    let dir = std::env::temp_dir();
+    let dir = dir.to_str().unwrap();
+    let Some(server) = RedisServer::start_with(&[
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "ocx-test-nodes-PORT.conf",
+        "--dir",
+        dir,
+    ]) else {
+        return;
+    };
+    let mut conn = server.client().await;
+    let () = redis::cmd("CLUSTER")
+        .arg("ADDSLOTSRANGE")
+        .arg(0)
+        .arg(16383)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // The node serves once it sees its slots covered.
+    let mut ready = false;
+    for _ in 0..100 {
+        let info: String = redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if info.contains("cluster_state:ok") {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "the one-node cluster came up");
+    let url = server.url();
+    let store = bounded(RedisStore::connect_cluster(&[url.as_str()]))
+        .await
+        .unwrap();
+    assert!(format!("{store:?}").contains("cluster"));
+    store.put("set", "a", b"1".to_vec(), TTL).await.unwrap();
+    assert_eq!(store.get("set", "a").await.unwrap(), Some(b"1".to_vec()));
+    assert_eq!(store.take("set", "a").await.unwrap(), Some(b"1".to_vec()));
+    assert!(
+        store
+            .put_if_absent("lock", "b", b"x".to_vec(), TTL)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .put_if_absent("lock", "b", b"y".to_vec(), TTL)
+            .await
+            .unwrap()
+    );
+    assert!(store.delete_if_equal("lock", "b", b"x").await.unwrap());
+    store.delete("set", "a").await.unwrap();
+    let port = server.port();
+    drop(server);
+    let _ =
+        std::fs::remove_file(std::path::Path::new(dir).join(format!("ocx-test-nodes-{port}.conf")));
+}

@@ -20,6 +20,7 @@ const START_POLLS: u32 = 500;
 pub struct RedisServer {
     binary: PathBuf,
     port: u16,
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
@@ -80,6 +81,15 @@ impl RedisServer {
     /// With `OCX_REQUIRE_REDIS=1` and no `redis-server`; when the server does not
     /// start.
     pub fn start() -> Option<Self> {
+        Self::start_with(&[])
+    }
+
+    /// [`RedisServer::start`] with more `redis-server` arguments (`PORT` in one is
+    /// replaced by the port).
+    ///
+    /// # Panics
+    /// As [`RedisServer::start`].
+    pub fn start_with(extra: &[&str]) -> Option<Self> {
         let Some(binary) = find_binary() else {
             let why = "no redis-server (not on PATH, OCX_REDIS_SERVER unset or not a file)";
             assert!(
@@ -91,9 +101,14 @@ impl RedisServer {
         };
         // A port found free can be taken before the server binds it: try a few.
         for _ in 0..5 {
+            let port = free_port();
             let mut server = Self {
                 binary: binary.clone(),
-                port: free_port(),
+                port,
+                extra: extra
+                    .iter()
+                    .map(|a| a.replace("PORT", &port.to_string()))
+                    .collect(),
                 child: None,
             };
             if server.spawn() {
@@ -109,6 +124,7 @@ impl RedisServer {
         let child = Command::new(&self.binary)
             .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
             .args(["--port", &self.port.to_string()])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
