@@ -1,10 +1,10 @@
 // The README is the crate's front page and, with every feature on, a doc test.
 #![cfg_attr(
-    all(feature = "mcp", feature = "emulator"),
+    all(feature = "oauth-proxy", feature = "emulator"),
     doc = include_str!("../README.md")
 )]
 #![cfg_attr(
-    not(all(feature = "mcp", feature = "emulator")),
+    not(all(feature = "oauth-proxy", feature = "emulator")),
     doc = "Call OCI APIs as the user who logged in. Build the docs with `--all-features` for the full guide."
 )]
 
@@ -78,4 +78,6 @@ pub use signing::{
     DateHeader, KeyId, SignableBody, SignableRequest, SigningOptions, SigningOutput, SigningParams,
     VerifiedRequest, VerifyOptions, sign, sign_http_parts, sign_http_request, verify,
 };
+#[cfg(feature = "redis")]
+pub use store::RedisStore;
 pub use store::{MemoryStore, Store, StoreFuture};

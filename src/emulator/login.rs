@@ -370,3 +370,24 @@ fn issue(state: &State, subject: &str, scope: &str) -> Response<Full<Bytes>> {
     }
     json_response(StatusCode::OK, &body)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn s256_matches_rfc_7636_appendix_b() {
+        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        assert!(super::pkce_shaped(verifier));
+        assert_eq!(
+            super::s256(verifier),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+    }
+
+    #[test]
+    fn pkce_shape_is_rfc_7636_length_and_charset() {
+        assert!(!super::pkce_shaped(&"a".repeat(42)));
+        assert!(super::pkce_shaped(&"a".repeat(128)));
+        assert!(!super::pkce_shaped(&"a".repeat(129)));
+        assert!(!super::pkce_shaped(&format!("{}+", "a".repeat(43))));
+    }
+}

@@ -5,7 +5,18 @@
 //!
 //! The login side has no login page: `GET /oauth2/v1/authorize` logs in the current
 //! login subject ([`EmulatorBuilder::login_subject`], [`Emulator::set_login_subject`])
-//! at once and redirects with a code, so flows run headless.
+//! at once and redirects with a code, so flows run headless. As at OCI:
+//! - an unknown `client_id` or a `redirect_uri` not registered with
+//!   [`EmulatorBuilder::redirect_uri`] gets a 400 page, never a redirect; other
+//!   errors (`response_type` other than `code`, a PKCE method other than `S256`) are
+//!   redirected with `error` and the `state`;
+//! - PKCE is optional, but a code issued with a challenge needs the matching
+//!   `code_verifier`, and one issued without needs none (sending one is refused);
+//! - codes are single use (taken atomically, burnt by a failed redemption) and live
+//!   5 minutes; the `authorization_code` grant refuses a `scope` parameter;
+//! - refresh tokens rotate (each use returns a new one and kills the old) and live
+//!   7 days; access tokens are exchangeable like [`Emulator::mint_user_token`]'s;
+//! - every grant needs `client_secret_basic`; token responses are `no-store`.
 //!
 //! It checks what the real services check, so a request it accepts is shaped as OCI
 //! expects; it powers the quickstart, this crate's tests, and your own offline

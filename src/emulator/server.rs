@@ -247,9 +247,9 @@ fn grant(
     response
 }
 
-pub(super) type Refusal = Box<Response<Full<Bytes>>>;
+type Refusal = Box<Response<Full<Bytes>>>;
 
-pub(super) fn refuse(status: StatusCode, code: &str, description: &str) -> Refusal {
+fn refuse(status: StatusCode, code: &str, description: &str) -> Refusal {
     Box::new(oauth_error(status, code, description))
 }
 
