@@ -552,3 +552,131 @@ fn store_outage_is_logged_once() {
     );
     capture.assert_free_of("user token", token.expose_secret());
 }
+
+// ---------------------------------------------------------------------------
+// On a real redis-server (skipped with a printed reason when there is none,
+// unless OCX_REQUIRE_REDIS=1).
+// ---------------------------------------------------------------------------
+
+#[cfg(feature = "redis")]
+mod on_redis {
+    use super::*;
+    use common::redis::RedisServer;
+    use oci_token_exchange::RedisStore;
+
+    async fn redis() -> Option<(RedisServer, Arc<dyn Store>)> {
+        let server = RedisServer::start()?;
+        let store = RedisStore::connect(&server.url()).await.unwrap();
+        Some((server, Arc::new(store)))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn redis_fifty_first_calls_over_three_replicas_make_one_exchange() {
+        let Some((_server, store)) = redis().await else {
+            return;
+        };
+        scenario_one_exchange_for_fifty_calls(store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_warm_call_makes_no_store_round_trip() {
+        let Some((_server, store)) = redis().await else {
+            return;
+        };
+        scenario_warm_call_costs_no_store_op(store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_garbage_and_moved_sessions_are_misses() {
+        let Some((_server, store)) = redis().await else {
+            return;
+        };
+        scenario_bad_values_are_misses(store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn redis_store_errors_and_hangs_exchange_locally_then_sharing_resumes() {
+        let Some((_server, store)) = redis().await else {
+            return;
+        };
+        scenario_store_outage(store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_forced_refresh_does_not_take_back_the_refused_session() {
+        let Some((_server, store)) = redis().await else {
+            return;
+        };
+        scenario_refused_session_not_taken_back(store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn redis_refresh_is_coordinated_across_replicas() {
+        let Some((_server, store)) = redis().await else {
+            return;
+        };
+        scenario_refresh_is_shared(store).await;
+    }
+
+    /// Every key and value in Redis after 50 calls: no user token anywhere; keys
+    /// are `ocx:session:<hash>` and `ocx:session-lock:<hash>` only.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn redis_dump_holds_no_user_token() {
+        let Some((server, store)) = redis().await else {
+            return;
+        };
+        scenario_no_user_token_in_the_store(Arc::clone(&store)).await;
+        let w = world(Duration::from_secs(3600)).await;
+        let token = w.token("rue");
+        w.fifty_calls(&w.replicas(&store, 3), &token).await;
+        let dump = server.dump().await;
+        assert!(!dump.is_empty());
+        let expected = format!("ocx:session:{}", session_key(&token));
+        assert!(dump.iter().any(|(k, _)| k == expected.as_bytes()));
+        for (key, value) in &dump {
+            let (key, value) = (String::from_utf8_lossy(key), String::from_utf8_lossy(value));
+            assert!(key.starts_with("ocx:session:"), "{key}");
+            for part in token.expose_secret().split('.').filter(|p| p.len() >= 8) {
+                assert!(!key.contains(part) && !value.contains(part), "{key}");
+            }
+        }
+    }
+
+    /// Redis killed: each replica exchanges once, no call fails. Redis back
+    /// (empty): sharing resumes by itself.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn redis_stopped_then_restarted() {
+        let Some((mut server, store)) = redis().await else {
+            return;
+        };
+        let w = world(Duration::from_secs(3600)).await;
+        let replicas = w.replicas(&store, 3);
+        let sam = w.token("sam");
+        w.fifty_calls(&replicas, &sam).await;
+        assert_eq!(w.emulator.exchanges_for("sam"), 1);
+
+        tokio::task::block_in_place(|| server.stop());
+        w.fifty_calls(&replicas, &w.token("tom")).await;
+        assert_eq!(w.emulator.exchanges_for("tom"), 3, "one per replica");
+        assert!(replicas.iter().all(|r| r.stats().store_errors > 0));
+        // Sessions already held keep working without Redis.
+        w.fifty_calls(&replicas, &sam).await;
+        assert_eq!(w.emulator.exchanges_for("sam"), 1);
+
+        tokio::task::block_in_place(|| server.restart());
+        // The connection comes back by itself; wait (bounded) until it has.
+        let mut back = false;
+        for _ in 0..100 {
+            if store.get("probe", "x").await.is_ok() {
+                back = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(back, "the store reconnects");
+        let hits = total(&replicas, |s| s.store_hits);
+        w.fifty_calls(&replicas, &w.token("uma")).await;
+        assert_eq!(w.emulator.exchanges_for("uma"), 1, "sharing resumed");
+        assert_eq!(total(&replicas, |s| s.store_hits), hits + 2);
+    }
+}
