@@ -3,7 +3,10 @@
 //! - `shared/first_use_from_store`: a replica's first signed request (signer,
 //!   store lookup, session decode, sign, send to the emulator) for a user whose
 //!   session another replica made and stored: no exchange, no key generation.
-//!   On `MemoryStore`; compare with `session/cold_pooled` (an exchange).
+//!   On a local redis-server this bench starts (feature `redis`; skipped with a
+//!   printed reason without one); compare with `session/cold_pooled` (an exchange).
+//! - `shared/first_use_from_memory_store`: the same on `MemoryStore` (the cost
+//!   of the lookup and decode without the network).
 
 #![allow(
     clippy::expect_used,
@@ -16,6 +19,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+#[cfg(feature = "redis")]
+#[path = "../tests/common/redis.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod redis_server;
 use oci_token_exchange::{
     Emulator, KeyPool, MemoryStore, SecretString, SignerCache, Store, TokenExchange,
     UserTokenOptions,
@@ -27,13 +34,32 @@ fn benches(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
+    let memory: Arc<dyn Store> = Arc::new(MemoryStore::default());
+    first_use(c, &runtime, "first_use_from_memory_store", memory);
+    #[cfg(feature = "redis")]
+    if let Some(server) = redis_server::RedisServer::start() {
+        let redis: Arc<dyn Store> = Arc::new(
+            runtime
+                .block_on(oci_token_exchange::RedisStore::connect(&server.url()))
+                .expect("redis"),
+        );
+        first_use(c, &runtime, "first_use_from_store", redis);
+    }
+}
+
+/// A replica's first signed request with `store` holding the user's session.
+fn first_use(
+    c: &mut Criterion,
+    runtime: &tokio::runtime::Runtime,
+    id: &str,
+    store: Arc<dyn Store>,
+) {
     let emulator = runtime.block_on(Emulator::start()).expect("emulator");
     let exchange = TokenExchange::builder()
         .domain_url(emulator.domain_url().as_str())
         .client_credentials(emulator.client_id(), emulator.client_secret().clone())
         .build()
         .expect("config");
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
     let replica = |pool: usize| {
         SignerCache::builder(exchange.clone())
             .key_pool(KeyPool::new(pool))
@@ -63,7 +89,7 @@ fn benches(c: &mut Criterion) {
     group
         .sample_size(50)
         .measurement_time(Duration::from_secs(10));
-    group.bench_function("first_use_from_store", |b| {
+    group.bench_function(id, |b| {
         b.iter_batched(
             // Set-up (not measured): a fresh replica with no key pool (a store
             // hit needs no key) and the request.
