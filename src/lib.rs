@@ -83,5 +83,5 @@ pub use signing::{
     VerifiedRequest, VerifyOptions, sign, sign_http_parts, sign_http_request, verify,
 };
 #[cfg(feature = "redis")]
-pub use store::RedisStore;
+pub use store::{EncryptedStore, RedisStore};
 pub use store::{MemoryStore, Store, StoreFuture};
