@@ -59,6 +59,9 @@ pub enum ErrorKind {
     Timeout,
     /// A [`Store`](crate::Store) failed, is unreachable or is full.
     Storage,
+    /// An encrypted value (a Fernet token) was refused: not a Fernet token, made with
+    /// another key, tampered with, expired, or dated in the future.
+    Decrypt,
 }
 
 /// The error returned by every fallible function of this crate.

@@ -18,6 +18,8 @@ mod emulator;
 mod error;
 #[cfg(feature = "reqwest")]
 mod exchange;
+#[cfg(feature = "aws-lc-rs")]
+mod fernet;
 #[cfg(feature = "reqwest")]
 mod http_util;
 #[cfg(any(feature = "reqwest", feature = "emulator"))]
@@ -55,6 +57,8 @@ pub use exchange::{
     ClientAuthentication, ClientSecretBasic, RequestedToken, TokenExchange, TokenExchangeBuilder,
     Upst, commercial_domain_url,
 };
+#[cfg(feature = "aws-lc-rs")]
+pub use fernet::{Fernet, FernetKey};
 #[cfg(feature = "reqwest")]
 pub use key::KeyPool;
 pub use key::{KeyBackend, KeySize, PublicKey, SigningKey};
@@ -79,5 +83,5 @@ pub use signing::{
     VerifiedRequest, VerifyOptions, sign, sign_http_parts, sign_http_request, verify,
 };
 #[cfg(feature = "redis")]
-pub use store::RedisStore;
+pub use store::{EncryptedStore, RedisStore};
 pub use store::{MemoryStore, Store, StoreFuture};

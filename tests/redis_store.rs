@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::redis::RedisServer;
-use oci_token_exchange::{ErrorKind, RedisStore, Store};
+use oci_token_exchange::{EncryptedStore, ErrorKind, Fernet, FernetKey, RedisStore, Store};
 
 const TTL: Duration = Duration::from_secs(60);
 /// The bound on any one store call in these tests (the store's own is 5 s).
@@ -488,4 +488,279 @@ async fn a_one_node_cluster_serves_the_store() {
     drop(server);
     let _ =
         std::fs::remove_file(std::path::Path::new(dir).join(format!("ocx-test-nodes-{port}.conf")));
+}
+
+fn key_text() -> String {
+    FernetKey::generate()
+        .unwrap()
+        .to_base64()
+        .expose_secret()
+        .to_owned()
+}
+
+async fn encrypted(server: &RedisServer, keys: &str) -> EncryptedStore<RedisStore> {
+    let redis = RedisStore::connect(&server.url()).await.unwrap();
+    EncryptedStore::new(redis, Fernet::from_env_value(keys).unwrap())
+}
+
+#[tokio::test]
+async fn encrypted_over_redis_leaves_no_plaintext_in_redis() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let store = encrypted(&server, &key_text()).await;
+    let secrets = [
+        (
+            "set",
+            "s1",
+            "upstream-access-token-eyJhbGciOi.payload-part-123",
+        ),
+        ("refresh", "r1", "refresh-token-value-abcdef0123456789"),
+        ("code", "c1", "authorization-code-value-0123456789"),
+        (
+            "client",
+            "k1",
+            r#"{"client_secret":"client-secret-value-42"}"#,
+        ),
+    ];
+    for (collection, key, value) in secrets {
+        store
+            .put(collection, key, value.as_bytes().to_vec(), TTL)
+            .await
+            .unwrap();
+    }
+    assert!(
+        store
+            .put_if_absent("lock", "l1", b"lock-owner-secret-77".to_vec(), TTL)
+            .await
+            .unwrap()
+    );
+    let dump = server.dump().await;
+    assert_eq!(dump.len(), 5);
+    for (key, value) in &dump {
+        let value = String::from_utf8(value.clone()).unwrap();
+        assert!(value.starts_with("gAAAAA"), "a fernet token");
+        for (_, _, secret) in secrets {
+            assert!(!value.contains(secret));
+            assert!(!String::from_utf8_lossy(key).contains(secret));
+        }
+        assert!(!value.contains("lock-owner-secret-77"));
+    }
+    for (collection, key, value) in secrets {
+        assert_eq!(
+            store.get(collection, key).await.unwrap(),
+            Some(value.as_bytes().to_vec())
+        );
+    }
+    assert!(
+        store
+            .delete_if_equal("lock", "l1", b"lock-owner-secret-77")
+            .await
+            .unwrap()
+    );
+    assert!(store.encrypts_at_rest() && store.is_shared());
+}
+
+#[tokio::test]
+async fn a_wrong_key_misses_and_rotation_keeps_old_values() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let (old, new) = (key_text(), key_text());
+    let before = encrypted(&server, &old).await;
+    before
+        .put("set", "a", b"written-with-old".to_vec(), TTL)
+        .await
+        .unwrap();
+
+    // Another key: a miss, not an error; nothing is deleted.
+    let stranger = encrypted(&server, &key_text()).await;
+    assert_eq!(stranger.get("set", "a").await.unwrap(), None);
+    assert_eq!(stranger.take("set", "a").await.unwrap(), None);
+    let before = encrypted(&server, &old).await;
+    before
+        .put("set", "a", b"written-with-old".to_vec(), TTL)
+        .await
+        .unwrap();
+    assert!(
+        !stranger
+            .delete_if_equal("set", "a", b"written-with-old")
+            .await
+            .unwrap()
+    );
+    assert!(before.get("set", "a").await.unwrap().is_some());
+
+    // Rotation: NEW,OLD reads both and writes with NEW.
+    let rotated = encrypted(&server, &format!("{new},{old}")).await;
+    assert_eq!(
+        rotated.get("set", "a").await.unwrap(),
+        Some(b"written-with-old".to_vec())
+    );
+    rotated
+        .put("set", "b", b"written-with-new".to_vec(), TTL)
+        .await
+        .unwrap();
+    let only_new = encrypted(&server, &new).await;
+    assert_eq!(
+        only_new.get("set", "b").await.unwrap(),
+        Some(b"written-with-new".to_vec())
+    );
+    assert_eq!(
+        only_new.get("set", "a").await.unwrap(),
+        None,
+        "old key dropped"
+    );
+    assert_eq!(before.get("set", "b").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn garbage_and_misplaced_values_are_misses() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let store = encrypted(&server, &key_text()).await;
+    store
+        .put("code", "c", b"the-code-record".to_vec(), TTL)
+        .await
+        .unwrap();
+    let mut conn = server.client().await;
+    let token: Vec<u8> = redis::cmd("GET")
+        .arg("ocx:code:c")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut tampered = token.clone();
+    let at = tampered.len() / 2;
+    tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("ocx:set:c", token.clone()),   // another collection, same key
+        ("ocx:code:c2", token.clone()), // same collection, another key
+        ("ocx:code:garbage", b"not a fernet token".to_vec()),
+        ("ocx:code:empty", Vec::new()),
+        ("ocx:code:binary", vec![0, 159, 146, 150, 255]),
+        ("ocx:code:tampered", tampered),
+        ("ocx:code:truncated", token[..token.len() - 10].to_vec()),
+    ];
+    for (raw_key, value) in &cases {
+        let () = redis::cmd("SET")
+            .arg(*raw_key)
+            .arg(value.as_slice())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let (collection, key) = raw_key["ocx:".len()..].split_once(':').unwrap();
+        assert_eq!(store.get(collection, key).await.unwrap(), None, "{raw_key}");
+        assert_eq!(
+            store.take(collection, key).await.unwrap(),
+            None,
+            "{raw_key}"
+        );
+        assert!(
+            !store
+                .delete_if_equal(collection, key, b"the-code-record")
+                .await
+                .unwrap(),
+            "{raw_key}"
+        );
+    }
+    // The original is untouched.
+    assert_eq!(
+        store.get("code", "c").await.unwrap(),
+        Some(b"the-code-record".to_vec())
+    );
+}
+
+/// A Redis store on which another replica re-takes a lock right after each `get`.
+#[derive(Debug)]
+struct Racy {
+    inner: RedisStore,
+    replacement: std::sync::Mutex<Option<Vec<u8>>>,
+}
+
+impl Store for Racy {
+    fn get(&self, c: &str, k: &str) -> oci_token_exchange::StoreFuture<'_, Option<Vec<u8>>> {
+        let (c, k) = (c.to_owned(), k.to_owned());
+        Box::pin(async move {
+            let value = self.inner.get(&c, &k).await?;
+            let replacement = self.replacement.lock().unwrap().take();
+            if let Some(r) = replacement {
+                self.inner.put(&c, &k, r, TTL).await?;
+            }
+            Ok(value)
+        })
+    }
+    fn put(
+        &self,
+        c: &str,
+        k: &str,
+        v: Vec<u8>,
+        ttl: Duration,
+    ) -> oci_token_exchange::StoreFuture<'_, ()> {
+        self.inner.put(c, k, v, ttl)
+    }
+    fn take(&self, c: &str, k: &str) -> oci_token_exchange::StoreFuture<'_, Option<Vec<u8>>> {
+        self.inner.take(c, k)
+    }
+    fn delete(&self, c: &str, k: &str) -> oci_token_exchange::StoreFuture<'_, ()> {
+        self.inner.delete(c, k)
+    }
+    fn put_if_absent(
+        &self,
+        c: &str,
+        k: &str,
+        v: Vec<u8>,
+        ttl: Duration,
+    ) -> oci_token_exchange::StoreFuture<'_, bool> {
+        self.inner.put_if_absent(c, k, v, ttl)
+    }
+    fn delete_if_equal(
+        &self,
+        c: &str,
+        k: &str,
+        expected: &[u8],
+    ) -> oci_token_exchange::StoreFuture<'_, bool> {
+        self.inner.delete_if_equal(c, k, expected)
+    }
+}
+
+#[tokio::test]
+async fn encrypted_compare_and_delete_spares_a_value_replaced_in_between() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let keys = key_text();
+    let store = encrypted(&server, &keys).await;
+    let mut conn = server.client().await;
+    let raw = |conn: &mut redis::aio::MultiplexedConnection| {
+        let mut conn = conn.clone();
+        async move {
+            let v: Option<Vec<u8>> = redis::cmd("GET")
+                .arg("ocx:lock:k")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            v
+        }
+    };
+    // Two tokens of the same lock value: ours, then another holder's.
+    store.put("lock", "k", b"me".to_vec(), TTL).await.unwrap();
+    let theirs = raw(&mut conn).await.unwrap();
+    store.put("lock", "k", b"me".to_vec(), TTL).await.unwrap();
+    let ours = raw(&mut conn).await.unwrap();
+    assert_ne!(ours, theirs, "a fresh IV per token");
+
+    let racy = EncryptedStore::new(
+        Racy {
+            inner: RedisStore::connect(&server.url()).await.unwrap(),
+            replacement: std::sync::Mutex::new(Some(theirs.clone())),
+        },
+        Fernet::from_env_value(&keys).unwrap(),
+    );
+    // Read ours, compared equal, but theirs replaced it before the delete: the
+    // delete (of the exact token read) does nothing.
+    assert!(!racy.delete_if_equal("lock", "k", b"me").await.unwrap());
+    assert_eq!(raw(&mut conn).await, Some(theirs));
+    // Without a race it deletes.
+    assert!(racy.delete_if_equal("lock", "k", b"me").await.unwrap());
+    assert_eq!(raw(&mut conn).await, None);
 }

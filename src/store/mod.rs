@@ -3,10 +3,14 @@
 //! Redis store and the encrypting wrapper.
 
 #[cfg(feature = "redis")]
+mod encrypted;
+#[cfg(feature = "redis")]
 mod limit;
 #[cfg(feature = "redis")]
 mod redis;
 
+#[cfg(feature = "redis")]
+pub use self::encrypted::EncryptedStore;
 #[cfg(feature = "redis")]
 pub use self::redis::RedisStore;
 
