@@ -562,7 +562,7 @@ fn store_outage_is_logged_once() {
 mod on_redis {
     use super::*;
     use common::redis::RedisServer;
-    use oci_token_exchange::RedisStore;
+    use oci_token_exchange::{EncryptedStore, Fernet, FernetKey, RedisStore};
 
     async fn redis() -> Option<(RedisServer, Arc<dyn Store>)> {
         let server = RedisServer::start()?;
@@ -678,5 +678,60 @@ mod on_redis {
         w.fifty_calls(&replicas, &w.token("uma")).await;
         assert_eq!(w.emulator.exchanges_for("uma"), 1, "sharing resumed");
         assert_eq!(total(&replicas, |s| s.store_hits), hits + 2);
+    }
+
+    fn encrypted(store: RedisStore, key: &FernetKey) -> Arc<dyn Store> {
+        Arc::new(EncryptedStore::new(
+            store,
+            Fernet::with_keys(vec![key.clone()]).unwrap(),
+        ))
+    }
+
+    /// The production shape, `EncryptedStore<RedisStore>`: one exchange for 50
+    /// calls over three replicas, and a dump of Redis shows no user token, no
+    /// UPST and no stored-session field in plaintext. A replica with another
+    /// Fernet key cannot read the session: a miss and its own exchange.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn redis_encrypted_sessions_are_shared_and_opaque() {
+        let Some(server) = RedisServer::start() else {
+            return;
+        };
+        let key = FernetKey::generate().unwrap();
+        let store = encrypted(RedisStore::connect(&server.url()).await.unwrap(), &key);
+        let w = world(Duration::from_secs(3600)).await;
+        let replicas = w.replicas(&store, 3);
+        let token = w.token("val");
+        w.fifty_calls(&replicas, &token).await;
+        assert_eq!(w.emulator.exchanges_for("val"), 1);
+        let upst = w
+            .call(&replicas[2], &token)
+            .await
+            .session()
+            .unwrap()
+            .clone();
+
+        let dump = server.dump().await;
+        assert!(!dump.is_empty());
+        for (k, v) in &dump {
+            let (k, v) = (String::from_utf8_lossy(k), String::from_utf8_lossy(v));
+            let secrets = [token.expose_secret(), upst.upst().token().expose_secret()];
+            for part in secrets
+                .iter()
+                .flat_map(|s| s.split('.'))
+                .filter(|p| p.len() >= 8)
+            {
+                assert!(!k.contains(part) && !v.contains(part), "{k}");
+            }
+            assert!(!v.contains("upst") && !v.contains("obtained_ms"), "{k}");
+        }
+
+        let other_key = FernetKey::generate().unwrap();
+        let stranger = w.replica(&encrypted(
+            RedisStore::connect(&server.url()).await.unwrap(),
+            &other_key,
+        ));
+        w.call(&stranger, &token).await;
+        assert_eq!(w.emulator.exchanges_for("val"), 2, "undecryptable: a miss");
+        assert_eq!(stranger.stats().store_hits, 0);
     }
 }
