@@ -233,6 +233,7 @@ impl fmt::Debug for SignerCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SignerCache")
             .field("entries", &self.inner.entries.entry_count())
+            .field("shared_store", &self.inner.replicas)
             .field("stats", &self.stats())
             .finish_non_exhaustive()
     }
