@@ -17,8 +17,11 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::exchange::{TokenExchange, check_subject};
 use crate::key::KeyPool;
 use crate::secret::SecretString;
-use crate::session::{DEFAULT_REFRESH_MARGIN, ExchangeStats};
+use crate::session::{
+    DEFAULT_LOCK_TTL, DEFAULT_REFRESH_MARGIN, DEFAULT_STORE_TIMEOUT, ExchangeStats, SessionStore,
+};
 use crate::signer::TokenExchangeSigner;
+use crate::store::Store;
 
 /// Default number of users' signers kept.
 pub(crate) const DEFAULT_CAPACITY: u64 = 10_000;
@@ -121,6 +124,18 @@ pub struct CacheStats {
     pub evictions: u64,
     /// Tokens refused because another cached token holds their (`iss`, `jti`).
     pub conflicts: u64,
+    /// Operations on the shared session store (see [`SignerCacheBuilder::store`]),
+    /// failed ones included. A warm call makes none.
+    pub store_ops: u64,
+    /// Sessions taken from the store (made by another replica, or by this one
+    /// before), with no exchange.
+    pub store_hits: u64,
+    /// Store operations that failed or timed out (the call went on without the
+    /// store).
+    pub store_errors: u64,
+    /// Exchanges made under the store's lock whose session was stored for the
+    /// other replicas.
+    pub shared_exchanges: u64,
 }
 
 #[derive(Default)]
@@ -181,6 +196,7 @@ struct Inner {
     margin: Duration,
     counters: Arc<Counters>,
     exchange_stats: Arc<ExchangeStats>,
+    replicas: Option<Arc<SessionStore>>,
 }
 
 /// One [`TokenExchangeSigner`] per user token, for servers that act for many users.
@@ -200,6 +216,12 @@ struct Inner {
 ///   example `invalid_grant`) is returned again without an exchange for 30 s.
 /// - **Fast hits**: a hit hashes the token once (foldhash, randomly seeded) and
 ///   compares it byte for byte; no JWT parsing, no SHA-256.
+/// - **Shared across replicas** (with [`SignerCacheBuilder::store`]): a signer
+///   with no session first looks in the store for one another replica made, and
+///   takes a lock there before exchanging, so concurrent first calls across
+///   replicas cost one exchange; refreshes are coordinated the same way. A warm
+///   call never touches the store; a failing store means local exchanges, never a
+///   failed call.
 ///
 /// Cheap to clone; clones share the entries.
 #[derive(Clone)]
@@ -211,6 +233,7 @@ impl fmt::Debug for SignerCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SignerCache")
             .field("entries", &self.inner.entries.entry_count())
+            .field("shared_store", &self.inner.replicas)
             .field("stats", &self.stats())
             .finish_non_exhaustive()
     }
@@ -224,9 +247,46 @@ pub struct SignerCacheBuilder {
     pool: Option<KeyPool>,
     clock: Option<Arc<dyn Clock>>,
     margin: Duration,
+    store: Option<Arc<dyn Store>>,
+    lock_ttl: Duration,
+    store_timeout: Duration,
 }
 
 impl SignerCacheBuilder {
+    /// Shares sessions with the other replicas through `store` (default: none).
+    ///
+    /// A session is stored in collection `session` under base64url(SHA-256(user
+    /// token)) (never the token) until its UPST expires; its value holds the UPST
+    /// and its private key (PKCS#8), so wrap a remote store in an encrypting
+    /// wrapper. Exchanges take the lock `session-lock` (same key, `SET NX PX`).
+    #[must_use]
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// How long an exchange lock in the store lives, so that it expires if its
+    /// holder dies, and how long the other replicas wait for its holder's session
+    /// before contending again (default 30 s; zero means the default). Keep it
+    /// above the exchange's worst-case duration.
+    #[must_use]
+    pub fn store_lock_ttl(mut self, ttl: Duration) -> Self {
+        self.lock_ttl = if ttl.is_zero() { DEFAULT_LOCK_TTL } else { ttl };
+        self
+    }
+
+    /// The bound of one store operation (default 2 s; zero means the default): a
+    /// slower answer counts as a store failure and the replica exchanges locally.
+    #[must_use]
+    pub fn store_timeout(mut self, timeout: Duration) -> Self {
+        self.store_timeout = if timeout.is_zero() {
+            DEFAULT_STORE_TIMEOUT
+        } else {
+            timeout
+        };
+        self
+    }
+
     /// The most users' signers kept (default 10 000).
     #[must_use]
     pub fn capacity(mut self, capacity: u64) -> Self {
@@ -290,6 +350,9 @@ impl SignerCacheBuilder {
                 margin: self.margin,
                 counters,
                 exchange_stats: Arc::default(),
+                replicas: self.store.map(|store| {
+                    Arc::new(SessionStore::new(store, self.lock_ttl, self.store_timeout))
+                }),
             }),
         }
     }
@@ -330,6 +393,9 @@ impl SignerCache {
             pool: None,
             clock: None,
             margin: DEFAULT_REFRESH_MARGIN,
+            store: None,
+            lock_ttl: DEFAULT_LOCK_TTL,
+            store_timeout: DEFAULT_STORE_TIMEOUT,
         }
     }
 
@@ -400,6 +466,7 @@ impl SignerCache {
                         Arc::clone(&inner.clock),
                         inner.margin,
                         Arc::clone(&inner.exchange_stats),
+                        inner.replicas.clone(),
                     ));
                     live.insert(hash, &signer);
                     (signer, true)
@@ -448,6 +515,12 @@ impl SignerCache {
     pub fn stats(&self) -> CacheStats {
         let c = &self.inner.counters;
         let e = &self.inner.exchange_stats;
+        let load = |f: fn(&crate::session::StoreStats) -> &AtomicU64| {
+            self.inner
+                .replicas
+                .as_ref()
+                .map_or(0, |r| f(&r.stats).load(Ordering::Relaxed))
+        };
         CacheStats {
             hits: c.hits.load(Ordering::Relaxed),
             misses: c.misses.load(Ordering::Relaxed),
@@ -455,6 +528,10 @@ impl SignerCache {
             failures: e.failures.load(Ordering::Relaxed),
             evictions: c.evictions.load(Ordering::Relaxed),
             conflicts: c.conflicts.load(Ordering::Relaxed),
+            store_ops: load(|s| &s.ops),
+            store_hits: load(|s| &s.hits),
+            store_errors: load(|s| &s.errors),
+            shared_exchanges: load(|s| &s.shared_exchanges),
         }
     }
 }

@@ -82,4 +82,6 @@ pub use signing::{
     DateHeader, KeyId, SignableBody, SignableRequest, SigningOptions, SigningOutput, SigningParams,
     VerifiedRequest, VerifyOptions, sign, sign_http_parts, sign_http_request, verify,
 };
+#[cfg(feature = "redis")]
+pub use store::{EncryptedStore, RedisStore};
 pub use store::{MemoryStore, Store, StoreFuture};

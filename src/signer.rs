@@ -13,7 +13,7 @@ use crate::exchange::TokenExchange;
 use crate::key::SigningKey;
 use crate::secret::SecretString;
 use crate::session::{
-    BoxFuture, ExchangeStats, OciSession, SessionProvider, TokenExchangeSignerBuilder,
+    BoxFuture, ExchangeStats, OciSession, SessionProvider, SessionStore, TokenExchangeSignerBuilder,
 };
 use crate::signing::{KeyId, sign_http_request, sign_reqwest_request};
 
@@ -122,9 +122,10 @@ impl Signer<SessionProvider> {
         clock: Arc<dyn Clock>,
         margin: std::time::Duration,
         stats: Arc<ExchangeStats>,
+        replicas: Option<Arc<SessionStore>>,
     ) -> Self {
         Self::from_provider(SessionProvider::for_cached_token(
-            token, exchange, pool, clock, margin, stats,
+            token, exchange, pool, clock, margin, stats, replicas,
         ))
     }
 

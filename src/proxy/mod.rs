@@ -139,6 +139,7 @@ pub struct OAuthProxyBuilder {
     refresh_lifetime: Option<Duration>,
     upstream_refresh_lifetime: Option<Duration>,
     store: Option<Arc<dyn Store>>,
+    allow_unencrypted_store: bool,
     clock: Option<Arc<dyn Clock>>,
     http: Option<reqwest::Client>,
 }
@@ -264,10 +265,21 @@ impl OAuthProxyBuilder {
         self
     }
 
-    /// Where the state lives (default: a new [`MemoryStore`], one process).
+    /// Where the state lives (default: a new [`MemoryStore`], one process). A store
+    /// shared with other processes ([`Store::is_shared`], e.g. a Redis store) must
+    /// encrypt at rest ([`Store::encrypts_at_rest`], e.g. wrapped in an
+    /// `EncryptedStore`): it holds the users' domain tokens.
     #[must_use]
     pub fn store(mut self, store: Arc<dyn Store>) -> Self {
         self.store = Some(store);
+        self
+    }
+
+    /// Accepts a shared store that does not encrypt (plaintext tokens in Redis).
+    /// For tests only.
+    #[must_use]
+    pub fn allow_unencrypted_store(mut self) -> Self {
+        self.allow_unencrypted_store = true;
         self
     }
 
@@ -291,8 +303,9 @@ impl OAuthProxyBuilder {
     /// # Errors
     /// [`ErrorKind::InvalidConfig`] for a missing or invalid base URL (an http(s)
     /// origin; http only on loopback), resource, domain URL, client credentials,
-    /// redirect URI pattern, default scope, a lifetime under one second, or a
-    /// signing key shorter than 32 bytes.
+    /// redirect URI pattern, default scope, a lifetime under one second, a signing
+    /// key shorter than 32 bytes, or a shared store that does not encrypt at rest
+    /// (unless [`OAuthProxyBuilder::allow_unencrypted_store`]).
     pub fn build(self) -> Result<OAuthProxy> {
         let invalid = |m: &'static str| Error::new(ErrorKind::InvalidConfig, m);
         let base = Url::parse(
@@ -391,6 +404,11 @@ impl OAuthProxyBuilder {
         let store = self
             .store
             .unwrap_or_else(|| Arc::new(MemoryStore::with_clock(Arc::clone(&clock))));
+        if store.is_shared() && !store.encrypts_at_rest() && !self.allow_unencrypted_store {
+            return Err(invalid(
+                "the store is shared but does not encrypt at rest: wrap it in an EncryptedStore (allow_unencrypted_store is for tests only)",
+            ));
+        }
         let mut form_action = format!("'self' {}", domain_url.origin().ascii_serialization());
         for p in &patterns {
             form_action.push(' ');

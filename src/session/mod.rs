@@ -3,6 +3,7 @@
 
 mod provider;
 mod refresh;
+mod replicas;
 
 use std::fmt;
 use std::future::Future;
@@ -17,6 +18,7 @@ use crate::signing::{KeyId, SignableRequest, SigningOutput, SigningParams, sign}
 
 pub use provider::{SessionProvider, TokenExchangeSignerBuilder};
 pub(crate) use refresh::ExchangeStats;
+pub(crate) use replicas::{DEFAULT_LOCK_TTL, DEFAULT_STORE_TIMEOUT, SessionStore, StoreStats};
 // Where the crate's MCP adapter finds the per-user signer type.
 #[cfg(feature = "mcp")]
 pub(crate) use crate::signer::TokenExchangeSigner;

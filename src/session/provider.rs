@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::refresh::{ExchangeStats, Shared, Subject};
+use super::replicas::SessionStore;
 use super::{BoxFuture, DEFAULT_REFRESH_MARGIN, OciSession, SubjectTokenSource};
 use crate::clock::{Clock, SystemClock};
 use crate::credentials::{Credentials, CredentialsProvider};
@@ -60,9 +61,12 @@ impl SessionProvider {
         clock: Arc<dyn Clock>,
         margin: Duration,
         stats: Arc<ExchangeStats>,
+        replicas: Option<Arc<SessionStore>>,
     ) -> Self {
         Self {
-            shared: Arc::new(Shared::new(subject, exchange, pool, clock, margin, stats)),
+            shared: Arc::new(Shared::new(
+                subject, exchange, pool, clock, margin, stats, replicas,
+            )),
         }
     }
 
@@ -74,8 +78,17 @@ impl SessionProvider {
         clock: Arc<dyn Clock>,
         margin: Duration,
         stats: Arc<ExchangeStats>,
+        replicas: Option<Arc<SessionStore>>,
     ) -> Self {
-        Self::new(Subject::Token(token), exchange, pool, clock, margin, stats)
+        Self::new(
+            Subject::Token(token),
+            exchange,
+            pool,
+            clock,
+            margin,
+            stats,
+            replicas,
+        )
     }
 
     /// The subject token this provider was made for, unless it reads a source.
@@ -227,6 +240,7 @@ impl TokenExchangeSignerBuilder {
             self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
             self.margin,
             Arc::default(),
+            None,
         )))
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
+use super::replicas::SessionStore;
 use super::{OciSession, SubjectTokenSource};
 use crate::clock::Clock;
 use crate::error::{Error, ErrorKind, Result};
@@ -15,8 +16,9 @@ use crate::exchange::{TokenExchange, check_subject};
 use crate::key::KeyPool;
 use crate::secret::SecretString;
 
-/// A session whose UPST expires within this is not used as a fallback.
-const EXPIRY_SKEW: Duration = Duration::from_secs(30);
+/// A session whose UPST expires within this is not used as a fallback (nor taken
+/// from the shared store).
+pub(super) const EXPIRY_SKEW: Duration = Duration::from_secs(30);
 /// After a transient refresh failure (429, 5xx, timeout, transport), a still-valid
 /// session is used this long before the next attempt.
 const FAILURE_BACKOFF: Duration = Duration::from_secs(10);
@@ -67,6 +69,9 @@ struct State {
     refusal: Option<Refusal>,
     /// The next session replaces one that OCI refused.
     forced_next: bool,
+    /// The session OCI refused last (cleared by a success): a forced refresh must
+    /// not take it back from the shared store.
+    refused: Option<Arc<OciSession>>,
 }
 
 pub(super) struct Shared {
@@ -74,8 +79,10 @@ pub(super) struct Shared {
     exchange: TokenExchange,
     pool: KeyPool,
     pub(super) clock: Arc<dyn Clock>,
-    margin: Duration,
+    pub(super) margin: Duration,
     stats: Arc<ExchangeStats>,
+    /// Where replicas share sessions, if they do.
+    replicas: Option<Arc<SessionStore>>,
     state: Mutex<State>,
 }
 
@@ -87,6 +94,7 @@ impl Shared {
         clock: Arc<dyn Clock>,
         margin: Duration,
         stats: Arc<ExchangeStats>,
+        replicas: Option<Arc<SessionStore>>,
     ) -> Self {
         Self {
             subject,
@@ -95,6 +103,7 @@ impl Shared {
             clock,
             margin,
             stats,
+            replicas,
             state: Mutex::new(State::default()),
         }
     }
@@ -137,9 +146,23 @@ impl Shared {
         }
         let forced = std::mem::take(&mut self.state().forced_next);
         tracing::debug!(forced, "session refresh started");
-        let result = self
-            .exchange_with_fresh_key(&subject, &claims, forced)
-            .await;
+        let result = match &self.replicas {
+            Some(replicas) => {
+                let refused = if forced {
+                    self.state().refused.clone()
+                } else {
+                    None
+                };
+                let refused_upst = refused.as_ref().map(|s| s.upst().token());
+                replicas
+                    .refresh(self, &subject, &claims, forced, refused_upst)
+                    .await
+            }
+            None => {
+                self.exchange_with_fresh_key(&subject, &claims, forced)
+                    .await
+            }
+        };
         if result.is_err() && forced {
             // The replacement for a refused session is still owed: the next
             // session made is the one the 401 guard must know about.
@@ -148,7 +171,7 @@ impl Shared {
         result
     }
 
-    async fn exchange_with_fresh_key(
+    pub(super) async fn exchange_with_fresh_key(
         &self,
         subject: &Arc<SecretString>,
         claims: &crate::jwt::Claims,
@@ -299,6 +322,7 @@ impl Shared {
         {
             state.current = None;
             state.forced_next = true;
+            state.refused = Some(Arc::clone(session));
         }
     }
 
@@ -349,6 +373,7 @@ impl RefreshGuard {
                     state.current = Some(Arc::clone(session));
                     state.transient_failure_at = None;
                     state.refusal = None;
+                    state.refused = None;
                 }
                 Err(error) => {
                     let retryable = error.is_retryable();

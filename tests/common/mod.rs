@@ -14,6 +14,8 @@ use std::sync::{Mutex, OnceLock};
 
 use serde_json::Value;
 
+pub mod redis;
+
 /// Builds example `name` once per test binary, with this test's features (so cargo
 /// reuses the library it already built), and returns the executable's path.
 pub fn example(name: &str) -> PathBuf {

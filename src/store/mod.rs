@@ -1,5 +1,18 @@
 //! Shared state: the [`Store`] trait (the OAuth proxy's state, and later the OCI
-//! sessions replicas share) and the in-memory store.
+//! sessions replicas share), the in-memory store and, with feature `redis`, the
+//! Redis store and the encrypting wrapper.
+
+#[cfg(feature = "redis")]
+mod encrypted;
+#[cfg(feature = "redis")]
+mod limit;
+#[cfg(feature = "redis")]
+mod redis;
+
+#[cfg(feature = "redis")]
+pub use self::encrypted::EncryptedStore;
+#[cfg(feature = "redis")]
+pub use self::redis::RedisStore;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -58,6 +71,19 @@ pub trait Store: Send + Sync + fmt::Debug {
         key: &str,
         expected: &[u8],
     ) -> StoreFuture<'_, bool>;
+
+    /// Whether values are encrypted before they leave the process (default false).
+    /// A wrapper that encrypts, such as `EncryptedStore`, says true.
+    fn encrypts_at_rest(&self) -> bool {
+        false
+    }
+
+    /// Whether the data lives outside the process, shared with other processes
+    /// (default false). `RedisStore` says true: the `OAuthProxy` refuses a shared
+    /// store that does not encrypt.
+    fn is_shared(&self) -> bool {
+        false
+    }
 }
 
 struct Entry {
