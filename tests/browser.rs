@@ -1,0 +1,473 @@
+//! The consent page in a real browser: headless Chromium, driven through chromedriver
+//! (WebDriver, with `fantoccini`), walks pages served on 127.0.0.1.
+//!
+//! Chromium and chromedriver come from the system (Debian: `chromium`,
+//! `chromium-driver`; `OCX_CHROMIUM` and `OCX_CHROMEDRIVER` override the paths). When
+//! they are missing each test prints why to stderr and passes as skipped, unless
+//! `OCX_REQUIRE_BROWSER=1` (set by `.ci/run` after installing them): then it fails, so
+//! CI can never skip it silently.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::print_stderr
+)]
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fantoccini::wd::WebDriverCompatibleCommand;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+/// The whole of one browser test, browser start included.
+const TEST_BUDGET: Duration = Duration::from_secs(60);
+/// How long chromedriver may take to start listening.
+const DRIVER_START: Duration = Duration::from_secs(15);
+/// How long a page may take to show an element or reach a URL.
+const PAGE_WAIT: Duration = Duration::from_secs(10);
+
+/// The system's chromedriver and Chromium.
+#[derive(Debug, Clone)]
+struct Tools {
+    chromedriver: PathBuf,
+    chromium: PathBuf,
+}
+
+/// `path` when it is an existing file.
+fn existing(path: PathBuf) -> Option<PathBuf> {
+    path.is_file().then_some(path)
+}
+
+/// The first of `names` found in `PATH`.
+fn in_path(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    names
+        .iter()
+        .find_map(|name| std::env::split_paths(&path).find_map(|dir| existing(dir.join(name))))
+}
+
+/// Finds one tool: the environment override `var` (which must exist when set), else
+/// the first of `names` in `PATH`.
+fn find_tool(var: &str, names: &[&str]) -> Result<PathBuf, String> {
+    match std::env::var_os(var) {
+        Some(path) => existing(PathBuf::from(&path))
+            .ok_or_else(|| format!("{var}={} is not a file", Path::new(&path).display())),
+        None => in_path(names).ok_or_else(|| {
+            format!(
+                "none of {names:?} is in PATH (install the Debian packages `chromium` and \
+                 `chromium-driver`, or set {var})"
+            )
+        }),
+    }
+}
+
+fn find_tools() -> Result<Tools, String> {
+    Ok(Tools {
+        chromedriver: find_tool("OCX_CHROMEDRIVER", &["chromedriver"])?,
+        chromium: find_tool(
+            "OCX_CHROMIUM",
+            &["chromium", "chromium-browser", "google-chrome"],
+        )?,
+    })
+}
+
+/// Whether `OCX_REQUIRE_BROWSER=1` forbids skipping.
+fn browser_required() -> bool {
+    std::env::var("OCX_REQUIRE_BROWSER").is_ok_and(|v| v == "1")
+}
+
+/// The browser tools, or `None` after printing why `test` is skipped; panics instead of
+/// skipping when `OCX_REQUIRE_BROWSER=1`.
+fn tools_or_skip(test: &str) -> Option<Tools> {
+    match find_tools() {
+        Ok(tools) => Some(tools),
+        Err(reason) if browser_required() => {
+            panic!("{test}: OCX_REQUIRE_BROWSER=1 but the browser is missing: {reason}")
+        }
+        Err(reason) => {
+            eprintln!("SKIPPED {test}: no headless browser: {reason}");
+            None
+        }
+    }
+}
+
+/// The build's target directory (where reviewers look for screenshots).
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
+        |dir| Path::new(env!("CARGO_MANIFEST_DIR")).join(dir),
+    )
+}
+
+/// A running chromedriver on a free loopback port, shut down (with its browsers) and
+/// killed on drop.
+struct Driver {
+    child: Child,
+    port: u16,
+    tools: Tools,
+}
+
+impl Driver {
+    /// Starts chromedriver on a port of its choosing (`--port=0`, so no race for a free
+    /// port) and waits, bounded, until it answers `/status`.
+    fn start(tools: &Tools) -> Driver {
+        let mut child = Command::new(&tools.chromedriver)
+            .args(["--port=0", "--log-level=WARNING"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{} starts: {e}", tools.chromedriver.display()));
+        // It prints "ChromeDriver was started successfully on port N." on stdout; read
+        // that on a thread so the wait is bounded even if it never comes.
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("started successfully on port ").nth(1) {
+                    let port: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                    if let Ok(port) = port.parse::<u16>() {
+                        let _ = tx.send(port);
+                    }
+                }
+            }
+        });
+        let port = match rx.recv_timeout(DRIVER_START) {
+            Ok(port) => port,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("chromedriver did not report its port within {DRIVER_START:?}: {e}");
+            }
+        };
+        let driver = Driver {
+            child,
+            port,
+            tools: tools.clone(),
+        };
+        // Bounded in count: at most DRIVER_START of 50 ms pauses (plus each request's
+        // own socket timeouts).
+        for _ in 0..DRIVER_START.as_millis() / 50 {
+            if let Some(body) = driver.http_get("/status")
+                && body.contains("\"ready\":true")
+            {
+                return driver;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("chromedriver on port {port} not ready within {DRIVER_START:?}");
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A blocking GET to chromedriver (usable in `Drop`); the body, or `None` on any
+    /// failure. Bounded by socket timeouts.
+    fn http_get(&self, path: &str) -> Option<String> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        stream
+            .set_write_timeout(Some(Duration::from_secs(2)))
+            .ok()?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+            self.port
+        )
+        .ok()?;
+        // chromedriver keeps the connection open despite `Connection: close`: read up
+        // to the end of the body its `Content-Length` announces.
+        let mut response = Vec::new();
+        let mut chunk = [0_u8; 4096];
+        while response.len() < 1 << 20 {
+            let n = stream.read(&mut chunk).ok()?;
+            if n == 0 {
+                break;
+            }
+            response.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&response);
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head.lines().find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                });
+                if length.is_some_and(|length| body.len() >= length) {
+                    return Some(body.to_owned());
+                }
+            }
+        }
+        let text = String::from_utf8_lossy(&response);
+        text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
+    }
+
+    /// A new browser session: headless Chromium with a fresh profile, its console log
+    /// recorded.
+    async fn session(&self) -> Browser {
+        static PROFILES: AtomicUsize = AtomicUsize::new(0);
+        let profile = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "browser-profile-{}-{}",
+            std::process::id(),
+            PROFILES.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&profile);
+        std::fs::create_dir_all(&profile).expect("profile directory");
+        let args = [
+            "--headless".to_owned(),
+            // Running as root (CI) needs it; the pages are our own loopback servers.
+            "--no-sandbox".to_owned(),
+            "--disable-gpu".to_owned(),
+            "--disable-dev-shm-usage".to_owned(),
+            // No traffic of its own to the internet (this network refuses it).
+            "--disable-quic".to_owned(),
+            "--no-first-run".to_owned(),
+            "--disable-background-networking".to_owned(),
+            "--disable-component-update".to_owned(),
+            "--disable-sync".to_owned(),
+            "--window-size=1024,768".to_owned(),
+            format!("--user-data-dir={}", profile.display()),
+        ];
+        let capabilities = json!({
+            "browserName": "chrome",
+            "pageLoadStrategy": "normal",
+            "timeouts": { "pageLoad": 20_000, "script": 10_000, "implicit": 0 },
+            "goog:chromeOptions": {
+                "binary": self.tools.chromium,
+                "args": args,
+            },
+            "goog:loggingPrefs": { "browser": "ALL" },
+        });
+        let Value::Object(capabilities) = capabilities else {
+            unreachable!("an object literal")
+        };
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let client = ClientBuilder::new(connector)
+            .capabilities(capabilities)
+            .connect(&self.url())
+            .await
+            .unwrap_or_else(|e| panic!("a Chromium session through chromedriver: {e}"));
+        Browser { client, profile }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // `/shutdown` ends every session (quitting its Chromium) and then chromedriver
+        // itself; the kill (after at most 5 s) is the fallback.
+        let _ = self.http_get("/shutdown");
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One WebDriver session (one Chromium with its own profile).
+struct Browser {
+    client: Client,
+    profile: PathBuf,
+}
+
+/// chromedriver's (non-W3C) log endpoint: `POST /session/{id}/se/log {"type":"browser"}`.
+#[derive(Debug)]
+struct BrowserLog;
+
+impl WebDriverCompatibleCommand for BrowserLog {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/se/log",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _request_url: &url::Url) -> (http::Method, Option<String>) {
+        (http::Method::POST, Some(r#"{"type":"browser"}"#.to_owned()))
+    }
+}
+
+impl Browser {
+    /// Waits (bounded) for an element matching the CSS `selector`.
+    async fn wait_css(&self, selector: &str) -> fantoccini::elements::Element {
+        self.client
+            .wait()
+            .at_most(PAGE_WAIT)
+            .for_element(Locator::Css(selector))
+            .await
+            .unwrap_or_else(|e| panic!("no `{selector}` within {PAGE_WAIT:?}: {e}"))
+    }
+
+    /// The visible text of the page's body.
+    async fn body_text(&self) -> String {
+        self.wait_css("body").await.text().await.expect("body text")
+    }
+
+    /// The browser console's entries since the last call (level and message).
+    async fn console_log(&self) -> Vec<(String, String)> {
+        let entries = self
+            .client
+            .issue_cmd(BrowserLog)
+            .await
+            .expect("browser log");
+        entries
+            .as_array()
+            .map(|entries| {
+                entries
+                    .iter()
+                    .map(|e| {
+                        (
+                            e["level"].as_str().unwrap_or_default().to_owned(),
+                            e["message"].as_str().unwrap_or_default().to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Saves a PNG screenshot of the page at `path` and returns its size in bytes.
+    async fn screenshot(&self, path: &Path) -> usize {
+        let png = self.client.screenshot().await.expect("screenshot");
+        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG screenshot");
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).expect("screenshot directory");
+        }
+        std::fs::write(path, &png).expect("screenshot written");
+        png.len()
+    }
+
+    /// Ends the session (Chromium quits) and removes its profile.
+    async fn close(self) {
+        self.client.close().await.expect("session closes");
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+/// Runs `test` with a started chromedriver, or skips (see [`tools_or_skip`]); the whole
+/// test is bounded by [`TEST_BUDGET`].
+async fn with_driver<F, Fut>(name: &str, test: F)
+where
+    F: FnOnce(Arc<Driver>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let Some(tools) = tools_or_skip(name) else {
+        return;
+    };
+    let driver = Arc::new(tokio::task::block_in_place(|| Driver::start(&tools)));
+    tokio::time::timeout(TEST_BUDGET, test(Arc::clone(&driver)))
+        .await
+        .unwrap_or_else(|_| panic!("{name} took longer than {TEST_BUDGET:?}"));
+    tokio::task::block_in_place(move || drop(driver));
+}
+
+/// A CSP violation or a page error in the console log.
+fn console_errors(log: &[(String, String)]) -> Vec<&(String, String)> {
+    log.iter()
+        .filter(|(level, message)| level == "SEVERE" || message.contains("Content Security Policy"))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// The harness on a trivial page.
+// ---------------------------------------------------------------------------
+
+/// A trivial loopback site: `/` sets a cookie and shows a form; `POST /submit` records
+/// the form body and shows it.
+async fn trivial_site(posted: Arc<Mutex<Vec<String>>>) -> String {
+    use axum::http::header;
+    use axum::response::Html;
+    use axum::routing::{get, post};
+
+    let app = axum::Router::new()
+        .route(
+            "/",
+            get(|| async {
+                (
+                    [(header::SET_COOKIE, "harness=1; HttpOnly; SameSite=Lax; Path=/")],
+                    Html(
+                        "<!doctype html><title>Harness</title><link rel=\"icon\" href=\"data:,\">\
+                         <h1 id=\"title\">Hello from the harness</h1>\
+                         <form method=\"post\" action=\"/submit\">\
+                         <button id=\"go\" name=\"action\" value=\"go\">Go</button></form>",
+                    ),
+                )
+            }),
+        )
+        .route(
+            "/submit",
+            post(move |body: String| {
+                let posted = Arc::clone(&posted);
+                async move {
+                    posted.lock().unwrap().push(body.clone());
+                    Html(format!(
+                        "<!doctype html><title>Done</title><link rel=\"icon\" href=\"data:,\"><p id=\"done\">Submitted {body}</p>"
+                    ))
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+/// The harness itself: chromedriver starts, Chromium navigates to a loopback page,
+/// reads its text and cookies, clicks a form button (the POST arrives), takes a
+/// screenshot and reads its console log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn harness_drives_a_loopback_page() {
+    with_driver("harness_drives_a_loopback_page", |driver| async move {
+        let posted = Arc::new(Mutex::new(Vec::new()));
+        let site = trivial_site(Arc::clone(&posted)).await;
+        let browser = driver.session().await;
+
+        browser.client.goto(&format!("{site}/")).await.unwrap();
+        let title = browser.wait_css("#title").await.text().await.unwrap();
+        assert_eq!(title, "Hello from the harness");
+
+        let cookies = browser.client.get_all_cookies().await.unwrap();
+        let cookie = cookies
+            .iter()
+            .find(|c| c.name() == "harness")
+            .unwrap_or_else(|| panic!("the harness cookie in {cookies:?}"));
+        assert_eq!(cookie.value(), "1");
+        assert_eq!(cookie.http_only(), Some(true));
+        assert_eq!(
+            cookie.same_site().map(|s| s.to_string()).as_deref(),
+            Some("Lax")
+        );
+
+        let size = browser
+            .screenshot(&target_dir().join("browser-harness.png"))
+            .await;
+        assert!(size > 1000, "a real screenshot, {size} bytes");
+
+        browser.wait_css("#go").await.click().await.unwrap();
+        let done = browser.wait_css("#done").await.text().await.unwrap();
+        assert_eq!(done, "Submitted action=go");
+        assert_eq!(*posted.lock().unwrap(), ["action=go"]);
+        assert!(browser.body_text().await.contains("Submitted"));
+
+        let log = browser.console_log().await;
+        assert!(console_errors(&log).is_empty(), "console: {log:?}");
+        browser.close().await;
+    })
+    .await;
+}
