@@ -388,8 +388,8 @@ fn console_errors(log: &[(String, String)]) -> Vec<&(String, String)> {
 // The harness on a trivial page.
 // ---------------------------------------------------------------------------
 
-/// A trivial loopback site: `/` sets a cookie and shows a form; `POST /submit` records
-/// the form body and shows it.
+/// A trivial loopback site: `/` sets a cookie and shows a form; `/blocked` shows one
+/// its CSP forbids; `POST /submit` records the form body and shows it.
 async fn trivial_site(posted: Arc<Mutex<Vec<String>>>) -> String {
     use axum::http::header;
     use axum::response::Html;
@@ -406,6 +406,19 @@ async fn trivial_site(posted: Arc<Mutex<Vec<String>>>) -> String {
                          <h1 id=\"title\">Hello from the harness</h1>\
                          <form method=\"post\" action=\"/submit\">\
                          <button id=\"go\" name=\"action\" value=\"go\">Go</button></form>",
+                    ),
+                )
+            }),
+        )
+        .route(
+            "/blocked",
+            get(|| async {
+                (
+                    [(header::CONTENT_SECURITY_POLICY, "form-action 'none'")],
+                    Html(
+                        "<!doctype html><title>Blocked</title><link rel=\"icon\" href=\"data:,\">\
+                         <form method=\"post\" action=\"/submit\">\
+                         <button id=\"go\" name=\"action\" value=\"blocked\">Go</button></form>",
                     ),
                 )
             }),
@@ -469,5 +482,42 @@ async fn harness_drives_a_loopback_page() {
         assert!(console_errors(&log).is_empty(), "console: {log:?}");
         browser.close().await;
     })
+    .await;
+}
+
+/// A page whose CSP forbids its own form: the console log must show the violation and
+/// the POST must not arrive (so the console check of the consent test can fail).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn harness_sees_a_csp_violation_in_the_console() {
+    with_driver(
+        "harness_sees_a_csp_violation_in_the_console",
+        |driver| async move {
+            let posted = Arc::new(Mutex::new(Vec::new()));
+            let site = trivial_site(Arc::clone(&posted)).await;
+            let browser = driver.session().await;
+
+            browser
+                .client
+                .goto(&format!("{site}/blocked"))
+                .await
+                .unwrap();
+            browser.wait_css("#go").await.click().await.unwrap();
+            // The refusal is synchronous with the click; give a late POST a moment anyway.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            assert!(
+                posted.lock().unwrap().is_empty(),
+                "the CSP blocked the form"
+            );
+            let log = browser.console_log().await;
+            let errors = console_errors(&log);
+            assert!(
+                errors
+                    .iter()
+                    .any(|(_, message)| message.contains("form-action")),
+                "the violation is in the console: {log:?}"
+            );
+            browser.close().await;
+        },
+    )
     .await;
 }
