@@ -304,14 +304,26 @@ impl WebDriverCompatibleCommand for BrowserLog {
 }
 
 impl Browser {
-    /// Waits (bounded) for an element matching the CSS `selector`.
+    /// Waits (bounded) for an element matching the CSS `selector`; on timeout the
+    /// panic tells where the browser is and what its console says.
     async fn wait_css(&self, selector: &str) -> fantoccini::elements::Element {
-        self.client
+        match self
+            .client
             .wait()
             .at_most(PAGE_WAIT)
             .for_element(Locator::Css(selector))
             .await
-            .unwrap_or_else(|e| panic!("no `{selector}` within {PAGE_WAIT:?}: {e}"))
+        {
+            Ok(element) => element,
+            Err(e) => {
+                let url = match self.client.current_url().await {
+                    Ok(url) => url.to_string(),
+                    Err(e) => format!("unknown ({e})"),
+                };
+                let log = self.client.issue_cmd(BrowserLog).await.unwrap_or_default();
+                panic!("no `{selector}` within {PAGE_WAIT:?} ({e}); at {url}; console: {log}")
+            }
+        }
     }
 
     /// The visible text of the page's body.
@@ -520,4 +532,401 @@ async fn harness_sees_a_csp_violation_in_the_console() {
         },
     )
     .await;
+}
+
+// ---------------------------------------------------------------------------
+// The whole login through the OAuth proxy, on the emulator.
+// ---------------------------------------------------------------------------
+
+// Out of the build until the OAuth proxy (feature `oauth-proxy`) is merged into this
+// branch; then the gate is `#[cfg(all(feature = "oauth-proxy", feature = "emulator"))]`.
+#[cfg(any())]
+mod login {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use oci_token_exchange::{AccessToken, Emulator, OAuthProxy};
+    use serde_json::{Value, json};
+    use sha2::Digest as _;
+
+    use super::{Browser, Driver, console_errors, target_dir, with_driver};
+
+    /// The demo user the emulator logs in.
+    const USER: &str = "browser-user";
+    /// The registered client's name: markup in it must show as text.
+    const CLIENT_NAME: &str = "Browser <Test> & Co";
+
+    /// A PKCE verifier (43 to 128 unreserved characters) and its S256 challenge.
+    fn pkce(tag: &str) -> (String, String) {
+        let verifier = format!("browser-test-verifier-{tag}-0123456789abcdefghijklmnop");
+        let challenge = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
+        (verifier, challenge)
+    }
+
+    /// Everything one login runs against: the emulated identity domain, the proxy
+    /// (with a bearer-protected `/mcp` echoing the caller's upstream subject) on its own
+    /// listener, and the MCP client's redirect URI.
+    struct World {
+        _emulator: Emulator,
+        base: String,
+        client: ClientSite,
+        client_id: String,
+        http: reqwest::Client,
+    }
+
+    /// The MCP client's redirect URI: a loopback listener that records every query it
+    /// receives and answers a small page.
+    struct ClientSite {
+        redirect_uri: String,
+        queries: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl ClientSite {
+        /// Listens on `ip` (port chosen by the system).
+        async fn start(ip: std::net::IpAddr) -> ClientSite {
+            use axum::response::Html;
+            use axum::routing::get;
+
+            let queries = Arc::new(Mutex::new(Vec::new()));
+            let recorded = Arc::clone(&queries);
+            let app = axum::Router::new().route(
+                "/callback",
+                get(move |uri: axum::http::Uri| {
+                    let recorded = Arc::clone(&recorded);
+                    async move {
+                        recorded
+                            .lock()
+                            .unwrap()
+                            .push(uri.query().unwrap_or_default().to_owned());
+                        Html(
+                            "<!doctype html><title>Client</title>\
+                             <link rel=\"icon\" href=\"data:,\">\
+                             <p id=\"client-done\">The client got the answer.</p>",
+                        )
+                    }
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+            ClientSite {
+                redirect_uri: format!("http://{addr}/callback"),
+                queries,
+            }
+        }
+
+        /// The one query the client received, as a map.
+        fn only_query(&self) -> HashMap<String, String> {
+            let queries = self.queries.lock().unwrap();
+            assert_eq!(
+                queries.len(),
+                1,
+                "one answer reached the client: {queries:?}"
+            );
+            url::form_urlencoded::parse(queries[0].as_bytes())
+                .into_owned()
+                .collect()
+        }
+
+        fn clear(&self) {
+            self.queries.lock().unwrap().clear();
+        }
+    }
+
+    impl World {
+        /// Starts everything, with the client's redirect URI on `client_ip`.
+        async fn start(client_ip: std::net::IpAddr) -> World {
+            // Bind the proxy's listener first: its origin is the base URL, which the
+            // emulator's app must list as a redirect URL before it starts.
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let base = format!("http://{}", listener.local_addr().unwrap());
+            let emulator = Emulator::builder()
+                .redirect_uri(format!("{base}/auth/callback"))
+                .login_subject(USER)
+                .start()
+                .await
+                .expect("emulator");
+            let proxy = OAuthProxy::builder()
+                .base_url(&base)
+                .domain_url(emulator.domain_url().as_str())
+                .client_credentials(emulator.client_id(), emulator.client_secret().clone())
+                .signing_key(b"a browser-test signing key of 32+ bytes".to_vec())
+                .build()
+                .expect("proxy");
+            let mcp = axum::Router::new()
+                .route(
+                    "/mcp",
+                    axum::routing::post(|request: axum::extract::Request| async move {
+                        let token = request.extensions().get::<AccessToken>().cloned();
+                        token
+                            .and_then(|t| t.subject().map(str::to_owned))
+                            .unwrap_or_default()
+                    }),
+                )
+                .layer(proxy.bearer_auth().layer());
+            let app = proxy.router().merge(mcp);
+            tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+            let client = ClientSite::start(client_ip).await;
+            let http = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap();
+            let response = http
+                .post(format!("{base}/register"))
+                .json(&json!({
+                    "client_name": CLIENT_NAME,
+                    "redirect_uris": [client.redirect_uri],
+                    "grant_types": ["authorization_code", "refresh_token"],
+                    "response_types": ["code"],
+                    "token_endpoint_auth_method": "none",
+                }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 201, "registration");
+            let registered: Value = response.json().await.unwrap();
+            let client_id = registered["client_id"].as_str().unwrap().to_owned();
+            World {
+                _emulator: emulator,
+                base,
+                client,
+                client_id,
+                http,
+            }
+        }
+
+        /// The `/authorize` URL a client opens in the browser.
+        fn authorize_url(&self, state: &str, challenge: &str) -> String {
+            let mut url = url::Url::parse(&format!("{}/authorize", self.base)).unwrap();
+            url.query_pairs_mut().extend_pairs([
+                ("response_type", "code"),
+                ("client_id", &self.client_id),
+                ("redirect_uri", &self.client.redirect_uri),
+                ("state", state),
+                ("code_challenge", challenge),
+                ("code_challenge_method", "S256"),
+                ("resource", &format!("{}/mcp", self.base)),
+            ]);
+            url.into()
+        }
+
+        /// Opens `/authorize` in `browser` and waits for the consent page; checks what
+        /// it shows.
+        async fn open_consent(&self, browser: &Browser, state: &str, challenge: &str) {
+            browser
+                .client
+                .goto(&self.authorize_url(state, challenge))
+                .await
+                .unwrap();
+            browser.wait_css("button[value=approve]").await;
+            let url = browser.client.current_url().await.unwrap();
+            assert_eq!(
+                url.origin().ascii_serialization(),
+                self.base,
+                "the consent page is the proxy's"
+            );
+            let text = browser.body_text().await;
+            assert!(
+                text.contains(CLIENT_NAME),
+                "the client's name, as text: {text}"
+            );
+            assert!(
+                text.contains(&self.client.redirect_uri),
+                "the redirect URI: {text}"
+            );
+            let approve = browser.wait_css("button[value=approve]").await;
+            let deny = browser.wait_css("button[value=deny]").await;
+            for button in [&approve, &deny] {
+                assert!(button.is_displayed().await.unwrap());
+                assert_eq!(
+                    button.attr("name").await.unwrap().as_deref(),
+                    Some("action")
+                );
+            }
+            let form = browser.wait_css("form").await;
+            assert_eq!(
+                form.attr("method").await.unwrap().map(|m| m.to_lowercase()),
+                Some("post".to_owned())
+            );
+        }
+
+        /// The consent cookie as the browser holds it for 127.0.0.1: present,
+        /// `HttpOnly`, `SameSite=Lax`, and on http neither `__Host-` nor `Secure`
+        /// (a browser drops those on http, which would break every login).
+        async fn check_consent_cookie(&self, browser: &Browser) {
+            let cookies = browser.client.get_all_cookies().await.unwrap();
+            let names: Vec<&str> = cookies.iter().map(|c| c.name()).collect();
+            assert!(
+                !names.iter().any(|n| n.starts_with("__Host-")),
+                "no __Host- cookie on http: {names:?}"
+            );
+            let consent = cookies
+                .iter()
+                .find(|c| c.name().contains("consent"))
+                .unwrap_or_else(|| panic!("a consent cookie among {names:?}"));
+            assert_eq!(consent.http_only(), Some(true), "HttpOnly");
+            assert_eq!(
+                consent.same_site().map(|s| s.to_string()).as_deref(),
+                Some("Lax"),
+                "SameSite=Lax"
+            );
+            assert_ne!(consent.secure(), Some(true), "not Secure on http");
+            assert_eq!(consent.path(), Some("/"));
+            assert!(!consent.value().is_empty());
+        }
+
+        /// Waits until the browser shows the client's page.
+        async fn wait_for_client(&self, browser: &Browser) {
+            browser.wait_css("#client-done").await;
+            let url = browser.client.current_url().await.unwrap();
+            assert!(
+                url.as_str().starts_with(&self.client.redirect_uri),
+                "the browser ended at the client: {url}"
+            );
+        }
+    }
+
+    /// Redeems `code` at `/token` and returns the answer.
+    async fn redeem(world: &World, code: &str, verifier: &str) -> Value {
+        let response = world
+            .http
+            .post(format!("{}/token", world.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(
+                url::form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs([
+                        ("grant_type", "authorization_code"),
+                        ("code", code),
+                        ("redirect_uri", &world.client.redirect_uri),
+                        ("client_id", &world.client_id),
+                        ("code_verifier", verifier),
+                    ])
+                    .finish(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "the code is good");
+        response.json().await.unwrap()
+    }
+
+    /// Approves in a fresh browser (after a reload of the consent page), checks what
+    /// the client got, redeems the code and calls `/mcp` with the token.
+    async fn approve_then_redeem(driver: &Driver, world: &World) {
+        let browser = driver.session().await;
+        let (verifier, challenge) = pkce("approve");
+        let state = "state-approve-1";
+        world.open_consent(&browser, state, &challenge).await;
+        let size = browser
+            .screenshot(&target_dir().join("consent-page.png"))
+            .await;
+        assert!(size > 1000, "a real screenshot, {size} bytes");
+        world.check_consent_cookie(&browser).await;
+
+        // A reload shows the same login, and its form stays valid.
+        browser.client.refresh().await.unwrap();
+        browser
+            .wait_css("button[value=approve]")
+            .await
+            .click()
+            .await
+            .unwrap();
+        world.wait_for_client(&browser).await;
+
+        let answer = world.client.only_query();
+        assert_eq!(answer.get("state").map(String::as_str), Some(state));
+        assert_eq!(answer.get("iss"), Some(&world.base));
+        assert!(!answer.contains_key("error"), "no error: {answer:?}");
+        let code = answer.get("code").expect("a code");
+        let log = browser.console_log().await;
+        assert!(console_errors(&log).is_empty(), "console: {log:?}");
+        browser.close().await;
+
+        let tokens = redeem(world, code, &verifier).await;
+        assert!(
+            tokens["token_type"]
+                .as_str()
+                .is_some_and(|t| t.eq_ignore_ascii_case("bearer"))
+        );
+        let access = tokens["access_token"].as_str().expect("an access token");
+        let mcp = world
+            .http
+            .post(format!("{}/mcp", world.base))
+            .bearer_auth(access)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(mcp.status(), 200, "the proxy's token opens /mcp");
+        assert_eq!(mcp.text().await.unwrap(), USER, "as the logged-in user");
+    }
+
+    /// Denies in a fresh browser and checks what the client got.
+    async fn deny(driver: &Driver, world: &World) {
+        world.client.clear();
+        let browser = driver.session().await;
+        let (_, challenge) = pkce("deny");
+        let state = "state-deny-2";
+        world.open_consent(&browser, state, &challenge).await;
+        world.check_consent_cookie(&browser).await;
+
+        browser
+            .wait_css("button[value=deny]")
+            .await
+            .click()
+            .await
+            .unwrap();
+        world.wait_for_client(&browser).await;
+
+        let answer = world.client.only_query();
+        assert_eq!(
+            answer.get("error").map(String::as_str),
+            Some("access_denied")
+        );
+        assert_eq!(answer.get("state").map(String::as_str), Some(state));
+        assert_eq!(answer.get("iss"), Some(&world.base));
+        assert!(!answer.contains_key("code"), "no code: {answer:?}");
+        let log = browser.console_log().await;
+        assert!(console_errors(&log).is_empty(), "console: {log:?}");
+        browser.close().await;
+    }
+
+    /// The consent page in headless Chromium, on the emulator: it renders (client name
+    /// as text, redirect URI, both buttons; screenshot in `target/consent-page.png`),
+    /// its cookie is one a browser keeps on http and survives the round trip through
+    /// the identity domain (the callback requires it), its CSP lets the form and the
+    /// redirect chain through with a clean console, a reload keeps the form valid,
+    /// approve ends at the client with a code that redeems (and opens `/mcp` as the
+    /// user), and deny, in a second browser, ends at the client with `access_denied`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn consent_in_a_real_browser_approves_and_denies() {
+        with_driver(
+            "consent_in_a_real_browser_approves_and_denies",
+            |driver| async move {
+                let world = World::start([127, 0, 0, 1].into()).await;
+                approve_then_redeem(&driver, &world).await;
+                deny(&driver, &world).await;
+            },
+        )
+        .await;
+    }
+
+    /// The default redirect URI patterns allow IPv6 loopback clients
+    /// (`http://[::1]:*/*`); the consent page's CSP must let the browser reach one
+    /// after approval (Chromium checks `form-action` along the redirect chain, and a
+    /// CSP source list cannot name an IPv6 literal).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn consent_in_a_real_browser_reaches_an_ipv6_loopback_client() {
+        with_driver(
+            "consent_in_a_real_browser_reaches_an_ipv6_loopback_client",
+            |driver| async move {
+                let world = World::start(std::net::Ipv6Addr::LOCALHOST.into()).await;
+                assert!(world.client.redirect_uri.starts_with("http://[::1]:"));
+                approve_then_redeem(&driver, &world).await;
+            },
+        )
+        .await;
+    }
 }
