@@ -1,11 +1,28 @@
 //! An in-process, loopback emulator of the two OCI services this crate talks to: an
-//! IAM identity domain (OIDC discovery, JWKS, token exchange, demo user tokens) and
-//! an OCI control plane that verifies request signatures.
+//! IAM identity domain (OIDC discovery, JWKS, token exchange, demo user tokens, and
+//! the login side: the authorization code flow with PKCE and rotating refresh tokens)
+//! and an OCI control plane that verifies request signatures.
+//!
+//! The login side has no login page: `GET /oauth2/v1/authorize` logs in the current
+//! login subject ([`EmulatorBuilder::login_subject`], [`Emulator::set_login_subject`])
+//! at once and redirects with a code, so flows run headless. As at OCI:
+//! - an unknown `client_id` or a `redirect_uri` not registered with
+//!   [`EmulatorBuilder::redirect_uri`] gets a 400 page, never a redirect; other
+//!   errors (`response_type` other than `code`, a PKCE method other than `S256`) are
+//!   redirected with `error` and the `state`;
+//! - PKCE is optional, but a code issued with a challenge needs the matching
+//!   `code_verifier`, and one issued without needs none (sending one is refused);
+//! - codes are single use (taken atomically, burnt by a failed redemption) and live
+//!   5 minutes; the `authorization_code` grant refuses a `scope` parameter;
+//! - refresh tokens rotate (each use returns a new one and kills the old) and live
+//!   7 days; access tokens are exchangeable like [`Emulator::mint_user_token`]'s;
+//! - every grant needs `client_secret_basic`; token responses are `no-store`.
 //!
 //! It checks what the real services check, so a request it accepts is shaped as OCI
 //! expects; it powers the quickstart, this crate's tests, and your own offline
 //! tests. It listens on `127.0.0.1` on a free port and stops when dropped.
 
+mod login;
 mod server;
 
 use std::collections::{HashMap, VecDeque};
@@ -32,6 +49,12 @@ const UPST_KID: &str = "emulator-upst";
 pub const EMULATOR_TENANCY_OCID: &str = "ocid1.tenancy.oc1..aaaaaaaaemulatortenancy";
 
 /// One failure the token endpoint produces instead of its normal answer.
+///
+/// Faults are consumed one per token-endpoint request, whatever its grant (token
+/// exchange, `authorization_code`, `refresh_token`), before the request is parsed; a
+/// request that meets a fault redeems nothing (a code or refresh token stays usable).
+/// [`Fault::MismatchedKey`] only changes a token exchange; another grant that
+/// consumes it is answered normally.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Fault {
@@ -66,7 +89,7 @@ pub enum Fault {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Counters {
-    /// Requests to the token endpoint (any outcome, faults included).
+    /// Requests to the token endpoint (any grant, any outcome, faults included).
     pub exchange_requests: u64,
     /// Session tokens issued.
     pub exchanges: u64,
@@ -80,9 +103,17 @@ pub struct Counters {
     pub discovery_requests: u64,
     /// JWKS documents served.
     pub jwks_requests: u64,
+    /// Requests to the authorization endpoint (any outcome).
+    pub authorize_requests: u64,
+    /// Users logged in by the authorization endpoint (authorization codes issued).
+    pub logins: u64,
+    /// Successful `authorization_code` grants.
+    pub code_grants: u64,
+    /// Successful `refresh_token` grants.
+    pub refresh_grants: u64,
 }
 
-/// The last request the token endpoint received, as parsed by it.
+/// The last request the token endpoint received (any grant), as parsed by it.
 #[derive(Clone, Debug, Default)]
 #[non_exhaustive]
 pub struct RecordedExchange {
@@ -90,7 +121,8 @@ pub struct RecordedExchange {
     pub content_type: Option<String>,
     /// Whether an `Authorization: Basic` header was sent.
     pub basic_auth: bool,
-    /// The form fields, in order, with `subject_token` replaced by `[redacted]`.
+    /// The form fields, in order, with the secret ones (`subject_token`, `code`,
+    /// `code_verifier`, `refresh_token`, `client_secret`) replaced by `[redacted]`.
     pub form: Vec<(String, String)>,
 }
 
@@ -180,6 +212,10 @@ pub struct EmulatorBuilder {
     client_secret: SecretString,
     upst_ttl: Duration,
     clock: Arc<dyn Clock>,
+    redirect_uris: Vec<String>,
+    login_subject: String,
+    access_token_ttl: Duration,
+    refresh_tokens: bool,
 }
 
 impl Default for EmulatorBuilder {
@@ -189,6 +225,10 @@ impl Default for EmulatorBuilder {
             client_secret: SecretString::new("emulator-secret"),
             upst_ttl: Duration::from_secs(3600),
             clock: Arc::new(SystemClock),
+            redirect_uris: Vec::new(),
+            login_subject: "demo-user".into(),
+            access_token_ttl: Duration::from_secs(3600),
+            refresh_tokens: true,
         }
     }
 }
@@ -215,10 +255,45 @@ impl EmulatorBuilder {
         self
     }
 
-    /// The clock for issuing and checking tokens (default: the system clock).
+    /// The clock for issuing and checking tokens, codes and refresh tokens (default:
+    /// the system clock).
     #[must_use]
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Registers one redirect URI of the confidential app (the client of
+    /// [`client_credentials`](Self::client_credentials)); call once per URI. The
+    /// authorization endpoint accepts exactly these (compared as strings, as OCI
+    /// does); none are registered by default, so no login succeeds until one is.
+    #[must_use]
+    pub fn redirect_uri(mut self, uri: impl Into<String>) -> Self {
+        self.redirect_uris.push(uri.into());
+        self
+    }
+
+    /// The demo user the authorization endpoint logs in (the `sub` of the tokens it
+    /// leads to; default `demo-user`). See also [`Emulator::set_login_subject`].
+    #[must_use]
+    pub fn login_subject(mut self, sub: impl Into<String>) -> Self {
+        self.login_subject = sub.into();
+        self
+    }
+
+    /// Lifetime of the access tokens the `authorization_code` and `refresh_token`
+    /// grants issue (default 3600 s, as OCI).
+    #[must_use]
+    pub fn access_token_ttl(mut self, ttl: Duration) -> Self {
+        self.access_token_ttl = ttl;
+        self
+    }
+
+    /// Whether the code grant issues refresh tokens and the `refresh_token` grant is
+    /// allowed (default true); false emulates an app without the Refresh Token grant.
+    #[must_use]
+    pub fn refresh_tokens(mut self, on: bool) -> Self {
+        self.refresh_tokens = on;
         self
     }
 
@@ -258,6 +333,14 @@ impl EmulatorBuilder {
             reject_next_upsts: AtomicU32::new(0),
             last_exchange: Mutex::new(None),
             request_ids: AtomicU64::new(0),
+            redirect_uris: self.redirect_uris,
+            login_subject: Mutex::new(self.login_subject),
+            access_token_ttl: self.access_token_ttl,
+            refresh_tokens: self.refresh_tokens,
+            deny_logins: AtomicU32::new(0),
+            codes: Mutex::new(HashMap::new()),
+            refresh: Mutex::new(HashMap::new()),
+            last_authorization: Mutex::new(None),
         });
         let task = tokio::spawn(server::serve(listener, Arc::clone(&state)));
         let base_url = Url::parse(&base)
@@ -284,6 +367,35 @@ pub(crate) struct State {
     reject_next_upsts: AtomicU32,
     last_exchange: Mutex<Option<RecordedExchange>>,
     request_ids: AtomicU64,
+    redirect_uris: Vec<String>,
+    login_subject: Mutex<String>,
+    access_token_ttl: Duration,
+    refresh_tokens: bool,
+    deny_logins: AtomicU32,
+    /// Authorization codes not yet redeemed, by code.
+    codes: Mutex<HashMap<String, CodeGrant>>,
+    /// Live refresh tokens, by token.
+    refresh: Mutex<HashMap<String, RefreshGrant>>,
+    last_authorization: Mutex<Option<Vec<(String, String)>>>,
+}
+
+/// What an authorization code stands for until redeemed.
+pub(crate) struct CodeGrant {
+    subject: String,
+    redirect_uri: String,
+    /// The S256 `code_challenge`, when one was sent.
+    challenge: Option<String>,
+    scope: String,
+    /// Unix seconds after which the code is refused.
+    expires: u64,
+}
+
+/// What a refresh token stands for until used.
+pub(crate) struct RefreshGrant {
+    subject: String,
+    scope: String,
+    /// Unix seconds after which the token is refused.
+    expires: u64,
 }
 
 impl State {
@@ -307,6 +419,44 @@ impl State {
 
     fn now_secs(&self) -> u64 {
         unix_secs(self.clock.now())
+    }
+
+    /// A user token signed with the key in the JWKS (what `mint_user_token` and the
+    /// login grants issue).
+    fn mint(&self, options: &UserTokenOptions) -> String {
+        let now = self.now_secs();
+        let mut claims = Map::new();
+        claims.insert(
+            "iss".into(),
+            json!(options.issuer.as_deref().unwrap_or(&self.issuer)),
+        );
+        claims.insert("sub".into(), json!(options.subject));
+        claims.insert("iat".into(), json!(now));
+        claims.insert(
+            "exp".into(),
+            json!(now.saturating_add(options.ttl.as_secs())),
+        );
+        claims.insert("client_id".into(), json!(self.client_id));
+        if let Some(jti) = &options.jti {
+            claims.insert("jti".into(), json!(jti));
+        }
+        if let Some(aud) = &options.audience {
+            claims.insert("aud".into(), json!(aud));
+        }
+        if let Some(scope) = &options.scope {
+            claims.insert("scope".into(), json!(scope));
+        }
+        claims.extend(options.extra.clone());
+        // Signing with the emulator's own in-memory key fails only if the backend is
+        // broken; an empty token is then refused everywhere, never a panic.
+        crate::jwt::encode(&self.user_key, USER_TOKEN_KID, &claims).unwrap_or_default()
+    }
+
+    fn login_subject(&self) -> String {
+        self.login_subject
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -404,29 +554,35 @@ impl Emulator {
     /// A demo user token with the given options.
     #[must_use]
     pub fn mint_user_token_with(&self, options: &UserTokenOptions) -> String {
-        let now = self.state.now_secs();
-        let mut claims = Map::new();
-        claims.insert(
-            "iss".into(),
-            json!(options.issuer.as_deref().unwrap_or(&self.state.issuer)),
-        );
-        claims.insert("sub".into(), json!(options.subject));
-        claims.insert("iat".into(), json!(now));
-        claims.insert("exp".into(), json!(now + options.ttl.as_secs()));
-        claims.insert("client_id".into(), json!(self.state.client_id));
-        if let Some(jti) = &options.jti {
-            claims.insert("jti".into(), json!(jti));
-        }
-        if let Some(aud) = &options.audience {
-            claims.insert("aud".into(), json!(aud));
-        }
-        if let Some(scope) = &options.scope {
-            claims.insert("scope".into(), json!(scope));
-        }
-        claims.extend(options.extra.clone());
-        // Signing with the emulator's own in-memory key fails only if the backend is
-        // broken; an empty token is then refused everywhere, never a panic.
-        crate::jwt::encode(&self.state.user_key, USER_TOKEN_KID, &claims).unwrap_or_default()
+        self.state.mint(options)
+    }
+
+    /// Changes the demo user the authorization endpoint logs in from now on (codes
+    /// and refresh tokens already issued keep their user), so one emulator can log
+    /// in several users in turn.
+    pub fn set_login_subject(&self, sub: impl Into<String>) {
+        *self
+            .state
+            .login_subject
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = sub.into();
+    }
+
+    /// Makes the next `n` valid authorization requests end as if the user declined:
+    /// a redirect with `error=access_denied` (and the `state`).
+    pub fn deny_next_logins(&self, n: u32) {
+        self.state.deny_logins.fetch_add(n, Ordering::SeqCst);
+    }
+
+    /// The query parameters of the last request to the authorization endpoint, in
+    /// order (none of them is a secret: the PKCE challenge is public).
+    #[must_use]
+    pub fn last_authorization(&self) -> Option<Vec<(String, String)>> {
+        self.state
+            .last_authorization
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Makes the next `times` token-endpoint requests fail with `fault` (queued after
@@ -479,6 +635,20 @@ impl Emulator {
 fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// A random 256-bit url-safe secret for codes and refresh tokens: from aws-lc-rs
+/// when it is built in, else two [`random_id`]s.
+fn random_secret() -> String {
+    #[cfg(feature = "aws-lc-rs")]
+    {
+        use base64::Engine as _;
+        let mut bytes = [0_u8; 32];
+        if aws_lc_rs::rand::fill(&mut bytes).is_ok() {
+            return base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        }
+    }
+    format!("{}{}", random_id(), random_id())
 }
 
 /// A random 128-bit hex id (not cryptographic; the emulator is a test tool).

@@ -1,5 +1,6 @@
 //! The emulator's HTTP server: routing, the identity domain and the control plane.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
 
+use super::login;
 use super::{
     EMULATOR_TENANCY_OCID, Emulator, Fault, RecordedExchange, State, UPST_KID, USER_TOKEN_KID,
     random_id, unix_secs,
@@ -77,19 +79,30 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Reply {
     let path = parts.uri.path();
     let mut response = if path == TOKEN_PATH {
         token_endpoint(&state, &parts, &body).await?
+    } else if path == login::AUTHORIZE_PATH {
+        login::authorize(&state, &parts)
     } else if path == DISCOVERY_PATH && parts.method == Method::GET {
         state.counters().discovery_requests += 1;
         let base = &state.issuer;
+        let mut grants = vec![login::AUTHORIZATION_CODE];
+        if state.refresh_tokens {
+            grants.push(login::REFRESH_TOKEN);
+        }
+        grants.extend(["client_credentials", GRANT_TYPE]);
         json_response(
             StatusCode::OK,
             &json!({
                 "issuer": base,
+                "authorization_endpoint": format!("{base}{}", login::AUTHORIZE_PATH),
                 "token_endpoint": format!("{base}{TOKEN_PATH}"),
                 "jwks_uri": format!("{base}{JWKS_PATH}"),
                 "response_types_supported": ["code"],
                 "subject_types_supported": ["public"],
                 "id_token_signing_alg_values_supported": ["RS256"],
-                "grant_types_supported": ["client_credentials", GRANT_TYPE],
+                "grant_types_supported": grants,
+                "code_challenge_methods_supported": ["S256"],
+                "token_endpoint_auth_methods_supported": ["client_secret_basic"],
+                "scopes_supported": login::SCOPES_SUPPORTED,
             }),
         )
     } else if path == JWKS_PATH && parts.method == Method::GET {
@@ -111,7 +124,7 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Reply {
     Ok(response)
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+pub(super) fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -121,7 +134,11 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
     response
 }
 
-fn oauth_error(status: StatusCode, code: &str, description: &str) -> Response<Full<Bytes>> {
+pub(super) fn oauth_error(
+    status: StatusCode,
+    code: &str,
+    description: &str,
+) -> Response<Full<Bytes>> {
     let mut response = json_response(
         status,
         &json!({"error": code, "error_description": description}),
@@ -180,12 +197,7 @@ async fn token_endpoint(state: &State, parts: &http::request::Parts, body: &[u8]
             );
             return Ok(response);
         }
-        Some(Fault::MismatchedKey) => {
-            return Ok(match exchange(state, parts, body, true) {
-                Ok(token) => json_response(StatusCode::OK, &json!({"token": token})),
-                Err(response) => *response,
-            });
-        }
+        Some(Fault::MismatchedKey) => return Ok(grant(state, parts, body, true)),
         Some(Fault::Redirect) => {
             let mut response = Response::new(Full::new(Bytes::new()));
             *response.status_mut() = StatusCode::FOUND;
@@ -197,10 +209,42 @@ async fn token_endpoint(state: &State, parts: &http::request::Parts, body: &[u8]
         }
         None => {}
     }
-    Ok(match exchange(state, parts, body, false) {
-        Ok(token) => json_response(StatusCode::OK, &json!({"token": token})),
-        Err(response) => *response,
-    })
+    Ok(grant(state, parts, body, false))
+}
+
+/// Answers one token-endpoint request, routed by `grant_type`.
+fn grant(
+    state: &State,
+    parts: &http::request::Parts,
+    body: &[u8],
+    bind_other_key: bool,
+) -> Response<Full<Bytes>> {
+    let fields = match token_request(state, parts, body) {
+        Ok(fields) => fields,
+        Err(response) => return *response,
+    };
+    let mut response = match fields.get("grant_type").map(String::as_str) {
+        Some(GRANT_TYPE) => match exchange(state, &fields, bind_other_key) {
+            Ok(token) => json_response(StatusCode::OK, &json!({"token": token})),
+            Err(response) => *response,
+        },
+        Some(login::AUTHORIZATION_CODE) => login::code_grant(state, &fields),
+        Some(login::REFRESH_TOKEN) => login::refresh_grant(state, &fields),
+        _ => oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "grant_type must be token-exchange, authorization_code or refresh_token",
+        ),
+    };
+    // Token responses and their errors are never cached (RFC 6749 section 5.1).
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    response
+        .headers_mut()
+        .insert(http::header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
 }
 
 type Refusal = Box<Response<Full<Bytes>>>;
@@ -209,13 +253,22 @@ fn refuse(status: StatusCode, code: &str, description: &str) -> Refusal {
     Box::new(oauth_error(status, code, description))
 }
 
-/// Validates a token-exchange request as the identity domain does and issues a UPST.
-fn exchange(
+/// Form fields whose values are secrets, never recorded.
+const SECRET_FIELDS: [&str; 5] = [
+    "subject_token",
+    "code",
+    "code_verifier",
+    "refresh_token",
+    "client_secret",
+];
+
+/// Records a token-endpoint request and checks what every grant needs: POST, a form
+/// body, the client's Basic credentials and no repeated field. Returns the fields.
+fn token_request(
     state: &State,
     parts: &http::request::Parts,
     body: &[u8],
-    bind_other_key: bool,
-) -> std::result::Result<String, Refusal> {
+) -> std::result::Result<HashMap<String, String>, Refusal> {
     let header = |name| {
         parts
             .headers
@@ -236,7 +289,7 @@ fn exchange(
             .map(|(k, v)| {
                 (
                     k.clone(),
-                    if k == "subject_token" {
+                    if SECRET_FIELDS.contains(&k.as_str()) {
                         "[redacted]".into()
                     } else {
                         v.clone()
@@ -281,9 +334,9 @@ fn exchange(
             "client authentication failed",
         ));
     }
-    let mut fields = std::collections::HashMap::new();
-    for (k, v) in &form {
-        if fields.insert(k.as_str(), v.as_str()).is_some() {
+    let mut fields = HashMap::new();
+    for (k, v) in form {
+        if fields.insert(k, v).is_some() {
             return Err(refuse(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
@@ -291,14 +344,16 @@ fn exchange(
             ));
         }
     }
-    let field = |name: &str| fields.get(name).copied();
-    if field("grant_type") != Some(GRANT_TYPE) {
-        return Err(refuse(
-            StatusCode::BAD_REQUEST,
-            "unsupported_grant_type",
-            "grant_type must be token-exchange",
-        ));
-    }
+    Ok(fields)
+}
+
+/// Validates a token-exchange request as the identity domain does and issues a UPST.
+fn exchange(
+    state: &State,
+    fields: &HashMap<String, String>,
+    bind_other_key: bool,
+) -> std::result::Result<String, Refusal> {
+    let field = |name: &str| fields.get(name).map(String::as_str);
     let requested = field("requested_token_type");
     if requested == Some(RPST_TYPE) {
         if field("res_type").is_none_or(str::is_empty) {
