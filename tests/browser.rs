@@ -112,6 +112,9 @@ struct Driver {
     child: Child,
     port: u16,
     tools: Tools,
+    /// The profile directories of its sessions, removed on drop (after a failed test
+    /// too).
+    profiles: Mutex<Vec<PathBuf>>,
 }
 
 impl Driver {
@@ -152,6 +155,7 @@ impl Driver {
             child,
             port,
             tools: tools.clone(),
+            profiles: Mutex::default(),
         };
         // Bounded in count: at most DRIVER_START of 50 ms pauses (plus each request's
         // own socket timeouts).
@@ -222,6 +226,7 @@ impl Driver {
         ));
         let _ = std::fs::remove_dir_all(&profile);
         std::fs::create_dir_all(&profile).expect("profile directory");
+        self.profiles.lock().unwrap().push(profile.clone());
         let args = [
             "--headless".to_owned(),
             // Running as root (CI) needs it; the pages are our own loopback servers.
@@ -265,14 +270,25 @@ impl Drop for Driver {
         // `/shutdown` ends every session (quitting its Chromium) and then chromedriver
         // itself; the kill (after at most 5 s) is the fallback.
         let _ = self.http_get("/shutdown");
+        let mut exited = false;
         for _ in 0..100 {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+                exited = true;
+                break;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if !exited {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let profiles = self
+            .profiles
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for profile in profiles.drain(..) {
+            let _ = std::fs::remove_dir_all(profile);
+        }
     }
 }
 
