@@ -14,13 +14,28 @@
 //! ```text
 //! cargo run --example mcp_server --features mcp,emulator
 //! ```
+//!
+//! OAuth-proxy mode (feature `oauth-proxy`), on when `MCP_BASE_URL` is set: the server
+//! is also the authorization server MCP clients see (discovery, dynamic client
+//! registration, PKCE, a consent page) and logs users in at the identity domain; the
+//! confidential app's redirect URL is `$MCP_BASE_URL/auth/callback`. Also read:
+//! `MCP_JWT_SIGNING_KEY` (at least 32 bytes; required with a real domain),
+//! `MCP_ALLOWED_REDIRECT_URIS` (comma-separated patterns; default loopback `http`),
+//! `MCP_CONSENT` (`on` or `off`), `MCP_STORAGE` (`memory`). On the emulator:
+//!
+//! ```text
+//! MCP_BASE_URL=http://127.0.0.1:8000 cargo run --example mcp_server --features oauth-proxy,emulator
+//! ```
+//!
+//! then point an MCP client (the MCP Inspector, Claude Code, VS Code) at
+//! `http://127.0.0.1:8000/mcp`: it registers, opens the consent page in a browser and
+//! the emulator logs the demo user in.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use axum::ServiceExt as _;
 use oci_token_exchange::{
     AccessToken, BearerAuth, SignWith, SignerCache, SigningMiddleware, TokenExchange, ToolError,
 };
@@ -35,6 +50,10 @@ use rmcp::{ServerHandler, schemars, tool, tool_handler, tool_router};
 use serde_json::{Value, json};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The user the emulator logs in (proxy mode) or mints a token for (bearer mode).
+#[cfg(feature = "emulator")]
+const DEMO_USER: &str = "demo@example.com";
 
 #[derive(Clone)]
 struct OciTools {
@@ -124,7 +143,15 @@ async fn run() -> Result<(), BoxError> {
     let bind = var("MCP_BIND").unwrap_or_else(|| "127.0.0.1:8000".to_owned());
     let listener = tokio::net::TcpListener::bind(&bind).await?;
     let address = listener.local_addr()?;
-    let resource = format!("http://{address}/mcp");
+    let base_url = var("MCP_BASE_URL").map(|base| base.trim_end_matches('/').to_owned());
+    #[cfg(not(feature = "oauth-proxy"))]
+    if base_url.is_some() {
+        return Err("MCP_BASE_URL (OAuth-proxy mode) needs the `oauth-proxy` feature".into());
+    }
+    let resource = match &base_url {
+        Some(base) => format!("{base}/mcp"),
+        None => format!("http://{address}/mcp"),
+    };
 
     // Without a real domain, the emulator plays the identity domain and OCI.
     #[cfg(feature = "emulator")]
@@ -132,10 +159,20 @@ async fn run() -> Result<(), BoxError> {
     let (domain_url, client_id, client_secret, api_base, audience) = match var("OCI_DOMAIN_URL") {
         Some(domain) => {
             let required = |name: &str| var(name).ok_or_else(|| format!("{name} is not set"));
-            let audience = var("MCP_AUDIENCE").ok_or(
-                "MCP_AUDIENCE is required with OCI_DOMAIN_URL: set it to the audience (aud) \
-                 of the tokens meant for this server, or any token of the domain would be accepted",
-            )?;
+            // In proxy mode the server validates its own tokens; the audience is for
+            // domain tokens sent directly (bearer mode).
+            let audience = match var("MCP_AUDIENCE") {
+                Some(audience) => audience,
+                None if base_url.is_some() => String::new(),
+                None => {
+                    return Err(
+                        "MCP_AUDIENCE is required with OCI_DOMAIN_URL: set it to the \
+                                audience (aud) of the tokens meant for this server, or any token \
+                                of the domain would be accepted"
+                            .into(),
+                    );
+                }
+            };
             (
                 domain,
                 required("OCI_CLIENT_ID")?,
@@ -146,20 +183,31 @@ async fn run() -> Result<(), BoxError> {
         }
         #[cfg(feature = "emulator")]
         None => {
-            let emulator = oci_token_exchange::Emulator::start().await?;
+            let mut builder = oci_token_exchange::Emulator::builder();
+            if let Some(base) = &base_url {
+                // The confidential app's redirect URL, as registered in a real domain.
+                builder = builder
+                    .redirect_uri(format!("{base}/auth/callback"))
+                    .login_subject(DEMO_USER);
+            }
+            let emulator = builder.start().await?;
             // Demo tokens are minted for this server (the resource URL) unless told.
             let audience = var("MCP_AUDIENCE").unwrap_or_else(|| resource.clone());
             println!(
                 "emulator: identity domain and OCI at {}",
                 emulator.domain_url()
             );
-            println!(
-                "demo bearer token: {}",
-                emulator.mint_user_token_with(
-                    &oci_token_exchange::UserTokenOptions::new("demo@example.com")
-                        .audience(audience.as_str())
-                )
-            );
+            if base_url.is_some() {
+                println!("demo user: {DEMO_USER} (the emulator logs them in without a page)");
+            } else {
+                println!(
+                    "demo bearer token: {}",
+                    emulator.mint_user_token_with(
+                        &oci_token_exchange::UserTokenOptions::new(DEMO_USER)
+                            .audience(audience.as_str())
+                    )
+                );
+            }
             let config = (
                 emulator.domain_url().to_string(),
                 emulator.client_id().to_owned(),
@@ -178,12 +226,7 @@ async fn run() -> Result<(), BoxError> {
 
     let exchange = TokenExchange::builder()
         .domain_url(domain_url.as_str())
-        .client_credentials(client_id, client_secret)
-        .build()?;
-    let auth = BearerAuth::builder()
-        .domain_url(domain_url.as_str())
-        .resource(resource.as_str())
-        .audience(audience)
+        .client_credentials(client_id.as_str(), client_secret.as_str())
         .build()?;
     let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
         .with(SigningMiddleware::per_request())
@@ -199,11 +242,109 @@ async fn run() -> Result<(), BoxError> {
         Arc::new(LocalSessionManager::default()),
         StreamableHttpServerConfig::default(),
     );
-    let app = tower::Layer::layer(&auth.layer(), axum::Router::new().nest_service("/mcp", mcp));
+    let mcp = axum::Router::new().nest_service("/mcp", mcp);
+    let app = match &base_url {
+        #[cfg(feature = "oauth-proxy")]
+        Some(base) => {
+            let proxy = proxy::build(proxy::Settings {
+                base,
+                resource: &resource,
+                domain_url: &domain_url,
+                client_id: &client_id,
+                client_secret: &client_secret,
+                emulated: cfg!(feature = "emulator") && var("OCI_DOMAIN_URL").is_none(),
+            })?;
+            // The authorization server's endpoints are open; everything else (the MCP
+            // endpoint and its RFC 9728 metadata) is behind the proxy's tokens.
+            let guarded = tower::Layer::layer(&proxy.bearer_auth().layer(), mcp);
+            proxy.router().fallback_service(guarded)
+        }
+        _ => {
+            let auth = BearerAuth::builder()
+                .domain_url(domain_url.as_str())
+                .resource(resource.as_str())
+                .audience(audience)
+                .build()?;
+            axum::Router::new().fallback_service(tower::Layer::layer(&auth.layer(), mcp))
+        }
+    };
     tracing::info!(%resource, "mcp server listening");
     println!("listening on {resource}");
     axum::serve(listener, app.into_make_service()).await?;
     Ok(())
+}
+
+#[cfg(feature = "oauth-proxy")]
+mod proxy {
+    //! OAuth-proxy mode: the configuration read from the environment.
+
+    use oci_token_exchange::OAuthProxy;
+
+    use super::BoxError;
+
+    pub(crate) struct Settings<'a> {
+        pub(crate) base: &'a str,
+        pub(crate) resource: &'a str,
+        pub(crate) domain_url: &'a str,
+        pub(crate) client_id: &'a str,
+        pub(crate) client_secret: &'a str,
+        /// On the emulator: a random signing key when none is given.
+        pub(crate) emulated: bool,
+    }
+
+    pub(crate) fn build(settings: Settings<'_>) -> Result<OAuthProxy, BoxError> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let signing_key = match var("MCP_JWT_SIGNING_KEY") {
+            Some(key) => key.into_bytes(),
+            None if settings.emulated => {
+                let mut key = vec![0_u8; 32];
+                aws_lc_rs::rand::fill(&mut key).map_err(|_| "no random numbers")?;
+                key
+            }
+            None => {
+                return Err(
+                    "MCP_JWT_SIGNING_KEY is required in OAuth-proxy mode with a real \
+                            domain: a secret of at least 32 bytes that signs this server's tokens"
+                        .into(),
+                );
+            }
+        };
+        match var("MCP_STORAGE").as_deref() {
+            None | Some("memory") => {}
+            // Never echo the value: a Redis URL may carry a password.
+            Some(_) => return Err("MCP_STORAGE: this build supports only `memory`".into()),
+        }
+        let consent = match var("MCP_CONSENT").as_deref() {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(_) => return Err("MCP_CONSENT must be `on` or `off`".into()),
+        };
+        let mut builder = OAuthProxy::builder()
+            .base_url(settings.base)
+            .resource(settings.resource)
+            .domain_url(settings.domain_url)
+            .client_credentials(settings.client_id, settings.client_secret)
+            .signing_key(signing_key)
+            .consent(consent);
+        if let Some(patterns) = var("MCP_ALLOWED_REDIRECT_URIS") {
+            // Operators add patterns (https://claude.ai/api/mcp/auth_callback, ...) to
+            // the default: loopback http on any port.
+            let patterns = LOOPBACK
+                .iter()
+                .map(|p| (*p).to_owned())
+                .chain(patterns.split(',').map(|p| p.trim().to_owned()))
+                .filter(|p| !p.is_empty());
+            builder = builder.allowed_redirect_uris(patterns);
+        }
+        Ok(builder.build()?)
+    }
+
+    /// The proxy's default redirect URI patterns.
+    const LOOPBACK: [&str; 3] = [
+        "http://127.0.0.1:*/*",
+        "http://localhost:*/*",
+        "http://[::1]:*/*",
+    ];
 }
 
 #[tokio::main]

@@ -57,6 +57,11 @@ pub enum ErrorKind {
     Transport,
     /// The identity domain did not answer in time.
     Timeout,
+    /// A [`Store`](crate::Store) failed, is unreachable or is full.
+    Storage,
+    /// An encrypted value (a Fernet token) was refused: not a Fernet token, made with
+    /// another key, tampered with, expired, or dated in the future.
+    Decrypt,
 }
 
 /// The error returned by every fallible function of this crate.
@@ -120,7 +125,7 @@ impl Error {
     #[must_use]
     pub fn is_retryable(&self) -> bool {
         match self.kind {
-            ErrorKind::Transport | ErrorKind::Timeout => true,
+            ErrorKind::Transport | ErrorKind::Timeout | ErrorKind::Storage => true,
             ErrorKind::ExchangeRejected => self
                 .http_status()
                 .is_some_and(|s| s == 429 || (500..=599).contains(&s)),

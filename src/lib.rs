@@ -1,10 +1,10 @@
 // The README is the crate's front page and, with every feature on, a doc test.
 #![cfg_attr(
-    all(feature = "mcp", feature = "emulator"),
+    all(feature = "oauth-proxy", feature = "emulator"),
     doc = include_str!("../README.md")
 )]
 #![cfg_attr(
-    not(all(feature = "mcp", feature = "emulator")),
+    not(all(feature = "oauth-proxy", feature = "emulator")),
     doc = "Call OCI APIs as the user who logged in. Build the docs with `--all-features` for the full guide."
 )]
 
@@ -18,6 +18,8 @@ mod emulator;
 mod error;
 #[cfg(feature = "reqwest")]
 mod exchange;
+#[cfg(feature = "aws-lc-rs")]
+mod fernet;
 #[cfg(feature = "reqwest")]
 mod http_util;
 #[cfg(any(feature = "reqwest", feature = "emulator"))]
@@ -29,12 +31,15 @@ mod mcp;
 mod middleware;
 #[cfg(any(feature = "reqwest", feature = "emulator"))]
 mod protocol;
+#[cfg(feature = "oauth-proxy")]
+mod proxy;
 mod secret;
 #[cfg(feature = "reqwest")]
 mod session;
 #[cfg(feature = "reqwest")]
 mod signer;
 mod signing;
+mod store;
 
 #[cfg(feature = "reqwest")]
 pub use cache::{CacheStats, SignerCache, SignerCacheBuilder};
@@ -52,6 +57,8 @@ pub use exchange::{
     ClientAuthentication, ClientSecretBasic, RequestedToken, TokenExchange, TokenExchangeBuilder,
     Upst, commercial_domain_url,
 };
+#[cfg(feature = "aws-lc-rs")]
+pub use fernet::{Fernet, FernetKey};
 #[cfg(feature = "reqwest")]
 pub use key::KeyPool;
 pub use key::{KeyBackend, KeySize, PublicKey, SigningKey};
@@ -62,6 +69,8 @@ pub use mcp::{
 };
 #[cfg(feature = "middleware")]
 pub use middleware::{BodyDigest, SignWith, SigningMiddleware};
+#[cfg(feature = "oauth-proxy")]
+pub use proxy::{OAuthProxy, OAuthProxyBuilder};
 pub use secret::SecretString;
 #[cfg(feature = "reqwest")]
 pub use session::{OciSession, SessionProvider, SubjectTokenSource, TokenExchangeSignerBuilder};
@@ -73,3 +82,4 @@ pub use signing::{
     DateHeader, KeyId, SignableBody, SignableRequest, SigningOptions, SigningOutput, SigningParams,
     VerifiedRequest, VerifyOptions, sign, sign_http_parts, sign_http_request, verify,
 };
+pub use store::{MemoryStore, Store, StoreFuture};

@@ -694,3 +694,96 @@ async fn the_maximum_key_age_is_configurable() {
     let err = auth.validate(&token).await.expect_err("keys too old");
     assert_eq!(err.kind(), ErrorKind::Transport);
 }
+
+/// Review fix (issue 9): `AccessToken::expires_at` reads `exp` by the validator's
+/// NumericDate rule, so a fractional `exp` the validator accepted is the token's
+/// expiry (it read as `None` before).
+#[tokio::test]
+async fn an_accepted_fractional_exp_is_the_access_tokens_expiry() {
+    let k = key();
+    let domain = Domain::start(&[("k1", &k)]).await;
+    let clock = clock();
+    let auth = auth(&domain.url, &clock);
+    let float_exp = with(claims(&domain, START), "exp", json!(START as f64 + 3600.5));
+    let accepted = auth
+        .validate(&signed(&k, &rs256("k1"), &float_exp))
+        .await
+        .expect("a fractional exp is a NumericDate");
+    assert_eq!(
+        accepted.expires_at(),
+        Some(
+            std::time::UNIX_EPOCH + Duration::from_secs(START + 3600) + Duration::from_millis(500)
+        )
+    );
+}
+
+/// Review fix (issue 9): a clock that steps back before the keys were fetched ends
+/// their trust instead of counting them as just fetched.
+#[tokio::test]
+async fn a_clock_step_back_ends_the_key_trust() {
+    let k = key();
+    let domain = Domain::start(&[("k1", &k)]).await;
+    let clock = clock();
+    let auth = auth(&domain.url, &clock);
+    auth.validate(&signed(&k, &rs256("k1"), &claims(&domain, START)))
+        .await
+        .unwrap();
+    assert_eq!(domain.jwks_requests(), 1);
+    domain.set_mode(Mode::Down);
+    // The clock steps back an hour, to before the keys were fetched.
+    let now = START - 3600;
+    clock.set(std::time::UNIX_EPOCH + Duration::from_secs(now));
+    let err = auth
+        .validate(&signed(&k, &rs256("k1"), &claims(&domain, now)))
+        .await
+        .expect_err("keys fetched in the clock's future are not trusted");
+    assert_eq!(err.kind(), ErrorKind::Transport, "{err}");
+}
+
+/// Review fix (issue 9): a JWKS fetch is spawned once the key lock is released. A
+/// runtime that has shut down drops a spawned task at once, on the spawning thread,
+/// and the dropped fetch takes the key lock to record its end: spawned under the
+/// lock, that deadlocked the validation of a known kid whose keys were due for a
+/// background refresh.
+#[test]
+fn a_fetch_spawned_on_a_closed_runtime_does_not_block_validation() {
+    let background = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let k = key();
+    let domain = background.block_on(Domain::start(&[("k1", &k)]));
+    let clock = clock();
+    let auth = auth(&domain.url, &clock);
+    background
+        .block_on(auth.validate(&signed(&k, &rs256("k1"), &claims(&domain, START))))
+        .unwrap();
+    // Keys two hours old: still trusted, and due for a refresh in the background.
+    clock.advance(Duration::from_secs(2 * 3600));
+    let known = signed(&k, &rs256("k1"), &claims(&domain, START + 2 * 3600));
+    let closed = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let handle = closed.handle().clone();
+    drop(closed);
+    let (tx, rx) = std::sync::mpsc::channel();
+    // On its own thread: a deadlock must fail the test, not hang it.
+    std::thread::spawn(move || {
+        let _entered = handle.enter();
+        let mut call = std::pin::pin!(auth.validate(&known));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let outcome = match call.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(Ok(token)) => Ok(token.subject().map(str::to_owned)),
+            std::task::Poll::Ready(Err(err)) => Err(err.to_string()),
+            std::task::Poll::Pending => Err("pending".to_owned()),
+        };
+        let _ = tx.send(outcome);
+    });
+    let outcome = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the validation ended (no deadlock on the key lock)");
+    assert_eq!(outcome, Ok(Some("ann".to_owned())));
+    background.shutdown_background();
+}

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use oci_token_exchange::{
-    ApiKeySigner, BodyDigest, Emulator, ErrorKind, FixedClock, KeyPool, PublicKey, SecretString,
-    SignWith, SignableBody, SignableRequest, SigningMiddleware, TokenExchange, TokenExchangeSigner,
-    VerifyOptions, verify,
+    ApiKeySigner, BodyDigest, Credentials, CredentialsProvider, Emulator, ErrorKind, FixedClock,
+    KeyPool, PublicKey, SecretString, SignWith, SignableBody, SignableRequest, SigningMiddleware,
+    TokenExchange, TokenExchangeSigner, VerifyOptions, verify,
 };
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
 use serde_json::Value;
@@ -365,4 +365,65 @@ async fn one_client_signs_each_request_as_its_own_user() {
         emulator.counters().verified_requests + emulator.counters().rejected_requests,
         7
     );
+}
+
+/// Records each refusal the middleware reports, then lets the signer judge it.
+#[derive(Debug)]
+struct Recording {
+    signer: Arc<TokenExchangeSigner>,
+    refused: std::sync::Mutex<Vec<Credentials>>,
+}
+
+impl CredentialsProvider for Recording {
+    fn credentials(
+        &self,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = oci_token_exchange::Result<Credentials>> + Send + '_>,
+    > {
+        CredentialsProvider::credentials(&*self.signer)
+    }
+
+    fn refused(&self, used: &Credentials) -> bool {
+        self.refused.lock().unwrap().push(used.clone());
+        CredentialsProvider::refused(&*self.signer, used)
+    }
+
+    fn now(&self) -> SystemTime {
+        CredentialsProvider::now(&*self.signer)
+    }
+}
+
+/// Review fix (issue 9): when the replay after a 401 is refused too, the provider
+/// is told about the replay's credentials as well (and there is no second replay).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_replay_is_reported_to_the_provider() {
+    let (emulator, signer) = setup("dee").await;
+    let provider = Arc::new(Recording {
+        signer,
+        refused: std::sync::Mutex::default(),
+    });
+    let http = client(SigningMiddleware::new(provider.clone()));
+    emulator.reject_next_session_tokens(2);
+    let response = http
+        .get(emulator.api_url().join("/20160918/compartments").unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(emulator.counters().rejected_requests, 2, "one replay only");
+    let refused = provider.refused.lock().unwrap();
+    assert_eq!(
+        refused.len(),
+        2,
+        "both 401s are reported, the replay's too: {refused:?}"
+    );
+    let (first, replay) = (
+        refused[0].session().expect("a session"),
+        refused[1].session().expect("a session"),
+    );
+    assert!(
+        !Arc::ptr_eq(first, replay),
+        "the second report names the renewed session the replay used"
+    );
+    assert_eq!(emulator.exchanges_for("dee"), 2);
 }

@@ -737,3 +737,124 @@ async fn a_full_cache_is_still_single_flight_per_token() {
     }
     assert_eq!(w.emulator.exchanges_for("newcomer"), 1);
 }
+
+/// A token source that can move the test clock while a refresh is under way, as a
+/// slow source or a slow exchange lets real time pass.
+#[derive(Debug)]
+struct SteppingSource {
+    token: SecretString,
+    clock: Arc<FixedClock>,
+    /// Added to the clock by the next call, once.
+    step_on_next_call: std::sync::Mutex<Duration>,
+}
+
+impl SteppingSource {
+    fn new(token: SecretString, clock: Arc<FixedClock>) -> Arc<Self> {
+        Arc::new(Self {
+            token,
+            clock,
+            step_on_next_call: std::sync::Mutex::new(Duration::ZERO),
+        })
+    }
+
+    fn signer(self: &Arc<Self>, w: &World) -> TokenExchangeSigner {
+        TokenExchangeSigner::builder(w.exchange.clone())
+            .subject_token_source(
+                Arc::clone(self) as Arc<dyn oci_token_exchange::SubjectTokenSource>
+            )
+            .clock(w.clock.clone())
+            .build()
+            .unwrap()
+    }
+}
+
+impl oci_token_exchange::SubjectTokenSource for SteppingSource {
+    fn subject_token(
+        &self,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = oci_token_exchange::Result<SecretString>> + Send + '_>,
+    > {
+        let step = std::mem::take(&mut *self.step_on_next_call.lock().unwrap());
+        self.clock.advance(step);
+        let token = self.token.clone();
+        Box::pin(async move { Ok(token) })
+    }
+}
+
+/// Review fix (issue 9): the fallback is judged when the refresh ends, not when the
+/// caller arrived. A session that was a valid fallback when the refresh started but
+/// expires (within the 30 s skew) while it runs is not handed out.
+#[tokio::test]
+async fn a_fallback_that_expired_during_the_refresh_is_not_handed_out() {
+    let w = world(Duration::from_secs(3600)).await;
+    let source = SteppingSource::new(
+        w.token(UserTokenOptions::new("uma").ttl(Duration::from_secs(6 * 3600))),
+        w.clock.clone(),
+    );
+    let signer = source.signer(&w);
+    let first = signer.session().await.unwrap();
+    // Inside the refresh margin, 299 s before the UPST expires: a valid fallback.
+    w.clock.set(first.expires_at() - Duration::from_secs(299));
+    // The refresh takes 280 s and fails transiently: it ends 19 s before expiry,
+    // inside the 30 s skew.
+    *source.step_on_next_call.lock().unwrap() = Duration::from_secs(280);
+    w.emulator.inject_fault(Fault::Status(503), 3);
+    let err = signer
+        .session()
+        .await
+        .expect_err("the transient failure, not a session about to expire");
+    assert!(err.is_retryable(), "{err:?}");
+    assert_eq!(err.http_status(), Some(503));
+}
+
+/// Review fix (issue 9): a forced refresh (after OCI refused a session) that fails
+/// keeps its mark, so the session made by the next attempt is still the one the
+/// 401 guard protects: a second 401 within a minute does not renew it again.
+#[tokio::test]
+async fn a_failed_forced_refresh_keeps_the_401_guard_for_the_next_session() {
+    let w = world(Duration::from_secs(3600)).await;
+    let signer = w.signer(w.token(UserTokenOptions::new("wes")));
+    let first = signer.session().await.unwrap();
+    assert!(signer.session_refused(&first), "a first 401 renews");
+    w.emulator.inject_fault(Fault::Status(503), 3);
+    let err = signer
+        .session()
+        .await
+        .expect_err("the forced refresh fails");
+    assert!(err.is_retryable(), "{err:?}");
+    let second = signer.session().await.expect("the next attempt succeeds");
+    assert!(!Arc::ptr_eq(&first, &second));
+    assert!(
+        !signer.session_refused(&second),
+        "a 401 for the replacement of a refused session does not renew it again"
+    );
+    assert!(Arc::ptr_eq(&second, &signer.session().await.unwrap()));
+    assert_eq!(w.emulator.exchanges_for("wes"), 2);
+}
+
+/// Review fix (issue 9): a clock that steps back ends the 401 guard instead of
+/// stretching it (the guard window is measured with `within`).
+#[tokio::test]
+async fn a_clock_step_back_ends_the_401_guard() {
+    let w = world(Duration::from_secs(3600)).await;
+    let signer = w.signer(w.token(UserTokenOptions::new("xia")));
+    let first = signer.session().await.unwrap();
+    assert!(signer.session_refused(&first));
+    let second = signer.session().await.unwrap();
+    assert!(
+        !signer.session_refused(&second),
+        "the guard holds just after a forced renewal"
+    );
+    assert!(signer.current_session().is_some());
+    // The clock steps back 10 s to before the forced session was made.
+    w.clock
+        .set(SystemTime::UNIX_EPOCH + Duration::from_secs(START - 10));
+    assert!(
+        signer.session_refused(&second),
+        "a clock step back ends the guard: the refused session is dropped"
+    );
+    assert!(signer.current_session().is_none());
+    let third = signer.session().await.unwrap();
+    assert!(!Arc::ptr_eq(&second, &third));
+    assert_eq!(w.emulator.exchanges_for("xia"), 3);
+}

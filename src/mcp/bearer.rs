@@ -26,12 +26,12 @@ const DEFAULT_REFETCH_INTERVAL: Duration = Duration::from_secs(60);
 const DEFAULT_MAX_KEY_AGE: Duration = Duration::from_secs(24 * 3600);
 
 /// Why a request is refused.
-pub(super) struct Rejection {
-    pub(super) status: StatusCode,
+pub(crate) struct Rejection {
+    pub(crate) status: StatusCode,
     /// RFC 6750 error code, if a token was presented.
-    pub(super) error: Option<&'static str>,
-    pub(super) description: &'static str,
-    pub(super) scope: Option<String>,
+    pub(crate) error: Option<&'static str>,
+    pub(crate) description: &'static str,
+    pub(crate) scope: Option<String>,
 }
 
 impl Rejection {
@@ -44,7 +44,7 @@ impl Rejection {
         }
     }
 
-    pub(super) fn invalid(description: &'static str) -> Self {
+    pub(crate) fn invalid(description: &'static str) -> Self {
         Self {
             status: StatusCode::UNAUTHORIZED,
             error: Some("invalid_token"),
@@ -54,10 +54,14 @@ impl Rejection {
     }
 
     fn unavailable() -> Self {
+        Self::unavailable_because("the identity domain's signing keys cannot be fetched")
+    }
+
+    pub(crate) fn unavailable_because(description: &'static str) -> Self {
         Self {
             status: StatusCode::SERVICE_UNAVAILABLE,
             error: None,
-            description: "the identity domain's signing keys cannot be fetched",
+            description,
             scope: None,
         }
     }
@@ -68,6 +72,11 @@ pub(super) struct Inner {
     pub(super) resource: String,
     pub(super) metadata_paths: Vec<String>,
     resource_metadata_url: String,
+    /// The authorization server named in the RFC 9728 metadata.
+    pub(super) authorization_server: String,
+    /// Proxy mode: the [`OAuthProxy`](crate::OAuthProxy) whose own tokens are accepted.
+    #[cfg(feature = "oauth-proxy")]
+    proxy: Option<Arc<crate::proxy::Inner>>,
     audience: Option<String>,
     pub(super) required_scopes: Vec<String>,
     leeway: Duration,
@@ -109,6 +118,7 @@ impl fmt::Debug for BearerAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BearerAuth")
             .field("domain_url", &self.inner.domain_url.as_str())
+            .field("authorization_server", &self.inner.authorization_server)
             .field("resource", &self.inner.resource)
             .field("audience", &self.inner.audience)
             .field("required_scopes", &self.inner.required_scopes)
@@ -269,6 +279,9 @@ impl BearerAuthBuilder {
         });
         Ok(BearerAuth {
             inner: Arc::new(Inner {
+                authorization_server: domain_url.as_str().trim_end_matches('/').to_owned(),
+                #[cfg(feature = "oauth-proxy")]
+                proxy: None,
                 domain_url,
                 resource: resource.as_str().to_owned(),
                 metadata_paths,
@@ -320,8 +333,51 @@ impl BearerAuth {
         })
     }
 
+    /// Proxy mode: a `BearerAuth` for `resource` that accepts the tokens of
+    /// `proxy` (issuer `authorization_server`), built from the proxy's validator of
+    /// the domain's own tokens.
+    #[cfg(feature = "oauth-proxy")]
+    pub(crate) fn proxied(
+        validator: &BearerAuth,
+        resource: &str,
+        authorization_server: &str,
+        proxy: Arc<crate::proxy::Inner>,
+    ) -> BearerAuth {
+        let v = &validator.inner;
+        let path = Url::parse(resource)
+            .map(|u| u.path().to_owned())
+            .unwrap_or_default();
+        let metadata_paths = metadata_paths(&path);
+        let origin = Url::parse(resource)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_default();
+        let resource_metadata_url = format!(
+            "{origin}{}",
+            metadata_paths.last().map_or(METADATA_PATH, String::as_str)
+        );
+        BearerAuth {
+            inner: Arc::new(Inner {
+                domain_url: v.domain_url.clone(),
+                resource: resource.to_owned(),
+                metadata_paths,
+                resource_metadata_url,
+                authorization_server: authorization_server.to_owned(),
+                proxy: Some(proxy),
+                audience: None,
+                required_scopes: Vec::new(),
+                leeway: v.leeway,
+                clock: Arc::clone(&v.clock),
+                keys: Arc::clone(&v.keys),
+            }),
+        }
+    }
+
     pub(super) async fn check(&self, token: &str) -> std::result::Result<AccessToken, Rejection> {
         let inner = &self.inner;
+        #[cfg(feature = "oauth-proxy")]
+        if let Some(proxy) = &inner.proxy {
+            return crate::proxy::check(proxy, token).await;
+        }
         let header = jwt::header(token)
             .ok_or_else(|| Rejection::invalid("the token is not an RS256 JWT"))?;
         if header.alg != jsonwebtoken::Algorithm::RS256 || header.crit.is_some() {
@@ -370,7 +426,7 @@ impl BearerAuth {
     }
 }
 
-fn scopes_of(claims: &Map<String, Value>) -> Vec<String> {
+pub(crate) fn scopes_of(claims: &Map<String, Value>) -> Vec<String> {
     let mut scopes: Vec<String> = Vec::new();
     if let Some(scope) = claims.get("scope").and_then(Value::as_str) {
         scopes.extend(scope.split_whitespace().map(str::to_owned));

@@ -28,7 +28,7 @@ impl BearerAuth {
         doc.insert("resource".into(), json!(self.inner.resource));
         doc.insert(
             "authorization_servers".into(),
-            json!([self.inner.domain_url.as_str().trim_end_matches('/')]),
+            json!([self.inner.authorization_server]),
         );
         doc.insert("bearer_methods_supported".into(), json!(["header"]));
         if !self.inner.required_scopes.is_empty() {

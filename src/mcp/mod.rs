@@ -9,6 +9,8 @@ mod token;
 mod tool;
 
 pub use bearer::{BearerAuth, BearerAuthBuilder};
+#[cfg(feature = "oauth-proxy")]
+pub(crate) use bearer::{Rejection, scopes_of};
 pub use layer::{BearerAuthLayer, BearerAuthService};
 pub use token::{AccessToken, OptionalAccessToken, access_token};
 pub use tool::{ToolError, tool_error};

@@ -137,3 +137,82 @@ impl From<reqwest_middleware::Error> for ToolError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used, clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use std::time::Duration;
+
+    use super::*;
+
+    /// The `retryable` of the structured tool error an HTTP failure becomes.
+    fn retryable(error: impl Into<ToolError>) -> serde_json::Value {
+        let result = error.into().into_result().expect("a tool result");
+        assert_eq!(result.is_error, Some(true));
+        let body = result.structured_content.expect("structured");
+        assert_eq!(body["error"], "oci_request_failed", "{body}");
+        body["retryable"].clone()
+    }
+
+    /// Review fix (issue 9): only an HTTP call that never got an answer (timeout,
+    /// connection failure) is retryable; any other reqwest failure, and an unknown
+    /// middleware's error, is not (all were `retryable: true` before).
+    #[tokio::test]
+    async fn only_timeouts_and_connect_failures_are_retryable() {
+        let http = reqwest::Client::new();
+
+        // Nothing listens on a port just released: the connection is refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let refused = http
+            .get(format!("http://127.0.0.1:{port}/"))
+            .send()
+            .await
+            .expect_err("refused");
+        assert!(refused.is_connect(), "{refused:?}");
+        assert_eq!(retryable(refused), true);
+
+        // A listener that never accepts nor answers: the request times out.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let timeout = http
+            .get(format!("http://{}/", silent.local_addr().unwrap()))
+            .timeout(Duration::from_millis(100))
+            .send()
+            .await
+            .expect_err("times out");
+        assert!(timeout.is_timeout(), "{timeout:?}");
+        assert_eq!(retryable(timeout), true);
+
+        // An answer that is an error status, and a request that could not be built.
+        let status = reqwest::Response::from(
+            http::Response::builder()
+                .status(500)
+                .body(String::new())
+                .unwrap(),
+        )
+        .error_for_status()
+        .expect_err("500");
+        assert!(status.is_status(), "{status:?}");
+        assert_eq!(retryable(status), false);
+        let builder = http
+            .get("http://bad host/")
+            .send()
+            .await
+            .expect_err("no such url");
+        assert!(builder.is_builder(), "{builder:?}");
+        assert_eq!(retryable(builder), false);
+
+        // Another middleware's error: its nature is unknown.
+        #[cfg(feature = "middleware")]
+        assert_eq!(
+            retryable(reqwest_middleware::Error::middleware(
+                std::io::Error::other("some middleware failed")
+            )),
+            false
+        );
+    }
+}

@@ -32,6 +32,7 @@ pub fn example(name: &str) -> PathBuf {
         ("emulator", cfg!(feature = "emulator")),
         ("mcp", cfg!(feature = "mcp")),
         ("middleware", cfg!(feature = "middleware")),
+        ("oauth-proxy", cfg!(feature = "oauth-proxy")),
     ]
     .into_iter()
     .filter_map(|(feature, on)| on.then_some(feature))
@@ -147,4 +148,16 @@ impl LogCapture {
             assert!(!text.contains(part), "part of the {name} in:\n{text}");
         }
     }
+}
+
+/// Panics if `text` holds `secret` or any dot-separated part of it of 8 characters or
+/// more (a JWT's header, payload or signature). Names neither in the message.
+pub fn assert_no_secret_in(text: &str, secret: &str) {
+    assert!(!secret.is_empty());
+    let leaked = text.contains(secret)
+        || secret
+            .split('.')
+            .filter(|p| p.len() >= 8)
+            .any(|part| text.contains(part));
+    assert!(!leaked, "a secret (or part of one) in:\n{text}");
 }

@@ -1,0 +1,154 @@
+//! What the proxy keeps in its [`Store`]: one record type per collection, JSON on
+//! the wire, and the typed reads and writes.
+
+use std::time::{Duration, SystemTime};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::store::Store;
+
+/// Collections (namespaces) of the store.
+pub(super) const CLIENTS: &str = "client";
+pub(super) const TRANSACTIONS: &str = "txn";
+pub(super) const CODES: &str = "code";
+pub(super) const SETS: &str = "set";
+pub(super) const JTIS: &str = "jti";
+pub(super) const REFRESH: &str = "refresh";
+
+/// A registered client (RFC 7591), for [`CLIENT_LIFETIME`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(super) struct Client {
+    pub(super) client_id: String,
+    pub(super) client_name: Option<String>,
+    pub(super) redirect_uris: Vec<String>,
+    pub(super) issued_at: u64,
+}
+
+/// How long a registered client is kept: 30 days.
+pub(super) const CLIENT_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How long a login may take, from /authorize to the callback.
+pub(super) const TRANSACTION_LIFETIME: Duration = Duration::from_secs(15 * 60);
+/// How long the proxy's own codes are valid.
+pub(super) const CODE_LIFETIME: Duration = Duration::from_secs(5 * 60);
+
+/// A login in progress: the client's request and the proxy's own secrets for it.
+#[derive(Clone, Serialize, Deserialize)]
+pub(super) struct Transaction {
+    pub(super) client_id: String,
+    pub(super) redirect_uri: String,
+    pub(super) state: Option<String>,
+    pub(super) code_challenge: String,
+    pub(super) scopes: Vec<String>,
+    pub(super) resource: String,
+    /// The proxy's PKCE verifier for the upstream leg.
+    pub(super) verifier: String,
+    /// The consent form's CSRF token (stable for the transaction).
+    pub(super) csrf: String,
+    /// The browser-binding nonce the consent cookie is a MAC of.
+    pub(super) nonce: String,
+    /// Consent given (or consent is off).
+    pub(super) approved: bool,
+    /// When the transaction expires (Unix seconds).
+    pub(super) expires_at: u64,
+}
+
+/// The proxy's authorization code (stored under the SHA-256 of the code).
+#[derive(Clone, Serialize, Deserialize)]
+pub(super) struct CodeGrant {
+    pub(super) client_id: String,
+    pub(super) redirect_uri: String,
+    pub(super) code_challenge: String,
+    pub(super) scopes: Vec<String>,
+    pub(super) resource: String,
+    pub(super) set_id: String,
+}
+
+/// The upstream token set of one login.
+#[derive(Clone, Serialize, Deserialize)]
+pub(super) struct TokenSet {
+    pub(super) access_token: String,
+    pub(super) access_expires_at: u64,
+    pub(super) refresh_token: Option<String>,
+    pub(super) refresh_expires_at: Option<u64>,
+    pub(super) subject: Option<String>,
+    pub(super) client_id: String,
+}
+
+impl TokenSet {
+    /// When the longest-lived token of the set expires.
+    pub(super) fn expires_at(&self) -> u64 {
+        self.access_expires_at
+            .max(self.refresh_expires_at.unwrap_or(0))
+    }
+}
+
+/// One of the proxy's access tokens, by `jti`: gone once revoked.
+#[derive(Clone, Serialize, Deserialize)]
+pub(super) struct JtiRecord {
+    pub(super) set_id: String,
+    pub(super) client_id: String,
+}
+
+/// One of the proxy's refresh tokens (stored under the SHA-256 of the token).
+#[derive(Clone, Serialize, Deserialize)]
+pub(super) struct RefreshRecord {
+    pub(super) set_id: String,
+    pub(super) client_id: String,
+    pub(super) scopes: Vec<String>,
+    pub(super) resource: String,
+    pub(super) expires_at: u64,
+}
+
+pub(super) fn unix(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The time from `now` to `at` (Unix seconds), zero when past.
+pub(super) fn until(now: SystemTime, at: u64) -> Duration {
+    Duration::from_secs(at.saturating_sub(unix(now)))
+}
+
+/// Typed reads and writes.
+pub(super) async fn get<T: DeserializeOwned>(
+    store: &dyn Store,
+    collection: &str,
+    key: &str,
+) -> Result<Option<T>> {
+    store
+        .get(collection, key)
+        .await?
+        .map(|bytes| decode(&bytes))
+        .transpose()
+}
+
+pub(super) async fn take<T: DeserializeOwned>(
+    store: &dyn Store,
+    collection: &str,
+    key: &str,
+) -> Result<Option<T>> {
+    store
+        .take(collection, key)
+        .await?
+        .map(|bytes| decode(&bytes))
+        .transpose()
+}
+
+pub(super) async fn put<T: Serialize>(
+    store: &dyn Store,
+    collection: &str,
+    key: &str,
+    value: &T,
+    ttl: Duration,
+) -> Result<()> {
+    let bytes = serde_json::to_vec(value)
+        .map_err(|_| Error::new(ErrorKind::Internal, "cannot encode a proxy record"))?;
+    store.put(collection, key, bytes, ttl).await
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes)
+        .map_err(|_| Error::new(ErrorKind::Storage, "a stored proxy record does not parse"))
+}

@@ -1,0 +1,208 @@
+//! The allow-list of client redirect URIs: exact URLs, or patterns with `*` for the
+//! port and/or a trailing `/*` for the path.
+
+use url::Url;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// The default patterns: loopback `http` on any port and path (native clients,
+/// RFC 8252 section 7.3).
+pub(super) const DEFAULT_PATTERNS: [&str; 3] = [
+    "http://127.0.0.1:*/*",
+    "http://localhost:*/*",
+    "http://[::1]:*/*",
+];
+
+/// One allowed redirect URI pattern.
+#[derive(Clone, Debug)]
+pub(super) enum Pattern {
+    /// Exactly this URL (as `Url` normalises it).
+    Exact(Url),
+    /// Scheme and host fixed; port any (`None`) or fixed; path a prefix (`Some`) or
+    /// exact.
+    Wild {
+        scheme: String,
+        host: String,
+        port: Option<u16>,
+        path_prefix: Option<String>,
+        path: String,
+    },
+}
+
+impl Pattern {
+    pub(super) fn parse(input: &str) -> Result<Self> {
+        let invalid = || {
+            Error::new(
+                ErrorKind::InvalidConfig,
+                format!("redirect uri pattern '{input}' is not an http(s) url pattern"),
+            )
+        };
+        if !input.contains('*') {
+            let url = Url::parse(input).map_err(|_| invalid())?;
+            if !matches!(url.scheme(), "http" | "https")
+                || url.fragment().is_some()
+                || url.host_str().is_none()
+            {
+                return Err(invalid());
+            }
+            return Ok(Self::Exact(url));
+        }
+        let (scheme, rest) = input.split_once("://").ok_or_else(invalid)?;
+        if !matches!(scheme, "http" | "https") {
+            return Err(invalid());
+        }
+        let (authority, path) = match rest.find('/') {
+            Some(i) => rest.split_at(i),
+            None => (rest, "/"),
+        };
+        // The host may be an IPv6 literal in brackets.
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !p.contains(']') => (h, Some(p)),
+            _ => (authority, None),
+        };
+        let port = match port {
+            None => Some(if scheme == "https" { 443 } else { 80 }),
+            Some("*") => None,
+            Some(p) => Some(p.parse::<u16>().map_err(|_| invalid())?),
+        };
+        if host.is_empty() || host.contains('*') || host.contains('@') {
+            return Err(invalid());
+        }
+        // Normalise the host as the URL parser does (case, IPv6 form).
+        let host = Url::parse(&format!("{scheme}://{host}/"))
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .ok_or_else(invalid)?;
+        let (path_prefix, path) = match path.strip_suffix('*') {
+            Some(prefix) if prefix.ends_with('/') && !prefix.contains('*') => {
+                (Some(prefix.to_owned()), String::new())
+            }
+            Some(_) => return Err(invalid()),
+            None if path.contains('*') => return Err(invalid()),
+            None => (None, path.to_owned()),
+        };
+        Ok(Self::Wild {
+            scheme: scheme.to_owned(),
+            host,
+            port,
+            path_prefix,
+            path,
+        })
+    }
+
+    /// Whether the redirect URI `uri` (parsed) is allowed by this pattern.
+    pub(super) fn allows(&self, uri: &Url) -> bool {
+        match self {
+            Self::Exact(url) => url == uri,
+            Self::Wild {
+                scheme,
+                host,
+                port,
+                path_prefix,
+                path,
+            } => {
+                uri.scheme() == scheme
+                    && uri.host_str() == Some(host.as_str())
+                    && port.is_none_or(|p| uri.port_or_known_default() == Some(p))
+                    && match path_prefix {
+                        Some(prefix) => uri.path().starts_with(prefix.as_str()),
+                        None => uri.path() == path && uri.query().is_none(),
+                    }
+            }
+        }
+    }
+
+    /// The origin a browser is sent to, for the consent page's `form-action`.
+    pub(super) fn origin(&self) -> String {
+        match self {
+            Self::Exact(url) => url.origin().ascii_serialization(),
+            Self::Wild {
+                scheme, host, port, ..
+            } => {
+                let host = if host.contains(':') && !host.starts_with('[') {
+                    format!("[{host}]")
+                } else {
+                    host.clone()
+                };
+                match port {
+                    None => format!("{scheme}://{host}:*"),
+                    Some(p) => format!("{scheme}://{host}:{p}"),
+                }
+            }
+        }
+    }
+}
+
+/// A redirect URI a client may register: an absolute http(s) URL without fragment or
+/// user info, allowed by one of `patterns`.
+pub(super) fn allowed(patterns: &[Pattern], uri: &str) -> bool {
+    let Ok(url) = Url::parse(uri) else {
+        return false;
+    };
+    matches!(url.scheme(), "http" | "https")
+        && url.fragment().is_none()
+        && url.username().is_empty()
+        && url.password().is_none()
+        && uri.len() <= 2048
+        && patterns.iter().any(|p| p.allows(&url))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> Vec<Pattern> {
+        DEFAULT_PATTERNS
+            .iter()
+            .map(|p| Pattern::parse(p).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn default_allows_loopback_http_only() {
+        let p = defaults();
+        for ok in [
+            "http://127.0.0.1:33418/callback",
+            "http://localhost:6274/oauth/callback",
+            "http://localhost/callback",
+            "http://[::1]:9000/cb?x=1",
+        ] {
+            assert!(allowed(&p, ok), "{ok}");
+        }
+        for bad in [
+            "https://127.0.0.1:1/cb",
+            "http://127.0.0.2:1/cb",
+            "http://localhost.evil.com:1/cb",
+            "http://evil.com/cb",
+            "http://user@127.0.0.1:1/cb",
+            "http://127.0.0.1:1/cb#frag",
+            "javascript:alert(1)",
+            "not a url",
+        ] {
+            assert!(!allowed(&p, bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn exact_and_path_patterns() {
+        let p = vec![
+            Pattern::parse("https://claude.ai/api/mcp/auth_callback").unwrap(),
+            Pattern::parse("https://app.example.com:*/cb/*").unwrap(),
+        ];
+        assert!(allowed(&p, "https://claude.ai/api/mcp/auth_callback"));
+        assert!(!allowed(&p, "https://claude.ai/api/mcp/auth_callback2"));
+        assert!(allowed(&p, "https://app.example.com:8443/cb/x"));
+        assert!(allowed(&p, "https://APP.example.com/cb/"));
+        assert!(!allowed(&p, "https://app.example.com/other"));
+        assert_eq!(p[0].origin(), "https://claude.ai");
+        assert_eq!(p[1].origin(), "https://app.example.com:*");
+        for bad in [
+            "ftp://x/*",
+            "http://*.x.com/",
+            "http://x:*/a*b",
+            "http://x/a/*/b",
+        ] {
+            assert!(Pattern::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

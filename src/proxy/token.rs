@@ -1,0 +1,374 @@
+//! `POST /token` (authorization_code, refresh_token) and `POST /revoke` (RFC 7009):
+//! the proxy's own tokens; the domain's never leave the server.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use http::{Response, StatusCode};
+use serde_json::json;
+
+use super::model::{
+    self, CLIENTS, CODES, Client, CodeGrant, JTIS, JtiRecord, REFRESH, RefreshRecord, SETS,
+    TokenSet,
+};
+use super::pages::{Params, json_response, oauth_error, read_form};
+use super::tokens::OwnClaims;
+use super::validate::{SetError, current_set};
+use super::{Inner, crypto};
+
+fn bad(code: &str, description: &str) -> Response<Body> {
+    oauth_error(StatusCode::BAD_REQUEST, code, description)
+}
+
+fn unavailable() -> Response<Body> {
+    oauth_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "temporarily_unavailable",
+        "the server cannot complete the request now",
+    )
+}
+
+fn invalid_client() -> Response<Body> {
+    oauth_error(
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+        "the client is unknown or its authentication failed",
+    )
+}
+
+/// The public client making the request: `client_id` in the body, or as the user
+/// of a Basic header with an empty password (the proxy issues no secrets).
+async fn client(
+    inner: &Inner,
+    headers: &http::HeaderMap,
+    form: &Params,
+) -> Result<Client, Response<Body>> {
+    let from_basic = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Basic ")
+                .or_else(|| v.strip_prefix("basic "))
+        })
+        .map(|b| {
+            STANDARD
+                .decode(b.trim())
+                .ok()
+                .and_then(|d| String::from_utf8(d).ok())
+                .and_then(|s| {
+                    let (id, secret) = s.split_once(':')?;
+                    let id: String = url::form_urlencoded::parse(format!("a={id}").as_bytes())
+                        .next()
+                        .map(|(_, v)| v.into_owned())?;
+                    secret.is_empty().then_some(id)
+                })
+        });
+    let id = match (form.get("client_id"), from_basic) {
+        (_, Some(None)) => return Err(invalid_client()),
+        (Some(form_id), Some(Some(basic_id))) if form_id != basic_id => {
+            return Err(invalid_client());
+        }
+        (Some(id), _) => id.to_owned(),
+        (None, Some(Some(id))) => id,
+        (None, None) => return Err(invalid_client()),
+    };
+    if id.len() > 64 {
+        return Err(invalid_client());
+    }
+    match model::get::<Client>(inner.store.as_ref(), CLIENTS, &id).await {
+        Ok(Some(client)) => Ok(client),
+        Ok(None) => Err(invalid_client()),
+        Err(_) => Err(unavailable()),
+    }
+}
+
+/// `POST /token`.
+pub(super) async fn token(
+    State(inner): State<Arc<Inner>>,
+    request: http::Request<Body>,
+) -> Response<Body> {
+    let (parts, form) = match read_form(request).await {
+        Ok(x) => x,
+        Err(response) => return response,
+    };
+    match form.get("grant_type") {
+        Some("authorization_code") => authorization_code(&inner, &parts.headers, &form).await,
+        Some("refresh_token") => refresh_token(&inner, &parts.headers, &form).await,
+        Some(_) => bad("unsupported_grant_type", "the grant type is not supported"),
+        None => bad("invalid_request", "grant_type is required"),
+    }
+}
+
+async fn authorization_code(
+    inner: &Arc<Inner>,
+    headers: &http::HeaderMap,
+    form: &Params,
+) -> Response<Body> {
+    let (Some(code), Some(redirect_uri), Some(verifier)) = (
+        form.get("code"),
+        form.get("redirect_uri"),
+        form.get("code_verifier"),
+    ) else {
+        return bad(
+            "invalid_request",
+            "code, redirect_uri and code_verifier are required",
+        );
+    };
+    let client = match client(inner, headers, form).await {
+        Ok(c) => c,
+        Err(response) => return response,
+    };
+    let store = inner.store.as_ref();
+    // Atomically single-use: of two concurrent redemptions, one finds nothing.
+    let grant = match model::take::<CodeGrant>(store, CODES, &crypto::sha256_b64(code)).await {
+        Ok(Some(g)) => g,
+        Ok(None) => return bad("invalid_grant", "the code is invalid, expired or used"),
+        Err(_) => return unavailable(),
+    };
+    let refusal = if grant.client_id != client.client_id {
+        Some("the code was issued to another client")
+    } else if grant.redirect_uri != redirect_uri {
+        Some("redirect_uri does not match the authorization request")
+    } else if !crypto::pkce_matches(verifier, &grant.code_challenge) {
+        Some("the code_verifier does not match the code_challenge")
+    } else if form
+        .get("resource")
+        .is_some_and(|r| r.trim_end_matches('/') != grant.resource.trim_end_matches('/'))
+    {
+        Some("the resource does not match the authorization request")
+    } else {
+        None
+    };
+    if let Some(description) = refusal {
+        // The code is spent; nobody can use its token set any more.
+        let _ = store.delete(SETS, &grant.set_id).await;
+        tracing::info!(client_id = %client.client_id, grant_type = "authorization_code", outcome = "refused", "oauth proxy token");
+        return bad("invalid_grant", description);
+    }
+    let set = match current_set(inner, &grant.set_id).await {
+        Ok(s) => s,
+        Err(SetError::Gone) => return bad("invalid_grant", "the login has ended"),
+        Err(SetError::Unavailable) => return unavailable(),
+    };
+    issue(
+        inner,
+        &client,
+        &grant.set_id,
+        &set,
+        &grant.scopes,
+        "authorization_code",
+    )
+    .await
+}
+
+async fn refresh_token(
+    inner: &Arc<Inner>,
+    headers: &http::HeaderMap,
+    form: &Params,
+) -> Response<Body> {
+    let Some(refresh) = form.get("refresh_token") else {
+        return bad("invalid_request", "refresh_token is required");
+    };
+    let client = match client(inner, headers, form).await {
+        Ok(c) => c,
+        Err(response) => return response,
+    };
+    let store = inner.store.as_ref();
+    let key = crypto::sha256_b64(refresh);
+    let record = match model::get::<RefreshRecord>(store, REFRESH, &key).await {
+        Ok(Some(r)) if r.client_id == client.client_id => r,
+        Ok(_) => {
+            return bad(
+                "invalid_grant",
+                "the refresh token is invalid, expired or used",
+            );
+        }
+        Err(_) => return unavailable(),
+    };
+    let scopes = match form.get("scope") {
+        None => record.scopes.clone(),
+        Some(s) => {
+            let asked: Vec<String> = s
+                .split(' ')
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if asked.is_empty() || asked.iter().any(|a| !record.scopes.contains(a)) {
+                return bad("invalid_scope", "the scope exceeds the one granted");
+            }
+            asked
+        }
+    };
+    // Rotation: the token is spent now, whatever follows.
+    match store.take(REFRESH, &key).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return bad(
+                "invalid_grant",
+                "the refresh token is invalid, expired or used",
+            );
+        }
+        Err(_) => return unavailable(),
+    }
+    let set = match current_set(inner, &record.set_id).await {
+        Ok(s) => s,
+        Err(SetError::Gone) => return bad("invalid_grant", "the login has ended; log in again"),
+        Err(SetError::Unavailable) => return unavailable(),
+    };
+    issue(
+        inner,
+        &client,
+        &record.set_id,
+        &set,
+        &scopes,
+        "refresh_token",
+    )
+    .await
+}
+
+/// Issues the proxy's access token (and, when the upstream set can be refreshed,
+/// a refresh token) for the token set `set_id`.
+async fn issue(
+    inner: &Inner,
+    client: &Client,
+    set_id: &str,
+    set: &TokenSet,
+    scopes: &[String],
+    grant_type: &str,
+) -> Response<Body> {
+    let now = inner.clock.now();
+    let now_s = model::unix(now);
+    let wanted = now_s.saturating_add(inner.access_lifetime.as_secs());
+    // With an upstream refresh token the bearer check renews the domain's token, so
+    // the proxy's token may outlive it (not the refresh token); without, it ends
+    // with the domain's token.
+    let exp = match (&set.refresh_token, set.refresh_expires_at) {
+        (Some(_), Some(refresh_exp)) => wanted.min(refresh_exp),
+        _ => wanted.min(set.access_expires_at),
+    };
+    if exp <= now_s {
+        return bad("invalid_grant", "the login has ended; log in again");
+    }
+    let Ok(jti) = crypto::random_token() else {
+        return unavailable();
+    };
+    let claims = OwnClaims {
+        iss: inner.base.clone(),
+        aud: inner.resource.clone(),
+        client_id: client.client_id.clone(),
+        scope: scopes.join(" "),
+        sub: set.subject.clone(),
+        jti: jti.clone(),
+        iat: now_s,
+        exp,
+    };
+    let Ok(access_token) = inner.tokens.mint(&claims) else {
+        return unavailable();
+    };
+    let store = inner.store.as_ref();
+    let record = JtiRecord {
+        set_id: set_id.to_owned(),
+        client_id: client.client_id.clone(),
+    };
+    if model::put(store, JTIS, &jti, &record, model::until(now, exp))
+        .await
+        .is_err()
+    {
+        return unavailable();
+    }
+    let mut body = json!({
+        "access_token": access_token,
+        "token_type": "Bearer",
+        "expires_in": exp - now_s,
+        "scope": claims.scope,
+    });
+    if let (Some(_), Some(refresh_exp)) = (&set.refresh_token, set.refresh_expires_at) {
+        let refresh_exp = refresh_exp.min(now_s.saturating_add(inner.refresh_lifetime.as_secs()));
+        let Ok(refresh) = crypto::random_token() else {
+            return unavailable();
+        };
+        let record = RefreshRecord {
+            set_id: set_id.to_owned(),
+            client_id: client.client_id.clone(),
+            scopes: scopes.to_vec(),
+            resource: inner.resource.clone(),
+            expires_at: refresh_exp,
+        };
+        if model::put(
+            store,
+            REFRESH,
+            &crypto::sha256_b64(&refresh),
+            &record,
+            model::until(now, refresh_exp),
+        )
+        .await
+        .is_err()
+        {
+            return unavailable();
+        }
+        if let Some(map) = body.as_object_mut() {
+            map.insert("refresh_token".into(), json!(refresh));
+        }
+    }
+    tracing::info!(
+        client_id = %client.client_id,
+        grant_type,
+        expires_in = exp - now_s,
+        refreshable = set.refresh_token.is_some(),
+        outcome = "issued",
+        "oauth proxy token"
+    );
+    json_response(StatusCode::OK, &body)
+}
+
+/// `POST /revoke` (RFC 7009): an access or refresh token of the proxy, and the
+/// upstream token set behind it. Unknown tokens get 200 too.
+pub(super) async fn revoke(
+    State(inner): State<Arc<Inner>>,
+    request: http::Request<Body>,
+) -> Response<Body> {
+    let (parts, form) = match read_form(request).await {
+        Ok(x) => x,
+        Err(response) => return response,
+    };
+    let Some(token) = form.get("token") else {
+        return bad("invalid_request", "token is required");
+    };
+    let client = match client(&inner, &parts.headers, &form).await {
+        Ok(c) => c,
+        Err(response) => return response,
+    };
+    let store = inner.store.as_ref();
+    let mut set_id = None;
+    let mut kind = "unknown";
+    if let Some(claims) = inner.tokens.verify(token) {
+        if let Ok(Some(record)) = model::get::<JtiRecord>(store, JTIS, &claims.jti).await
+            && record.client_id == client.client_id
+        {
+            let _ = store.delete(JTIS, &claims.jti).await;
+            set_id = Some(record.set_id);
+            kind = "access_token";
+        }
+    } else {
+        let key = crypto::sha256_b64(token);
+        if let Ok(Some(record)) = model::get::<RefreshRecord>(store, REFRESH, &key).await
+            && record.client_id == client.client_id
+        {
+            let _ = store.delete(REFRESH, &key).await;
+            set_id = Some(record.set_id);
+            kind = "refresh_token";
+        }
+    }
+    if let Some(set_id) = set_id {
+        // Every token of this login stops working: the set behind them is gone.
+        if store.delete(SETS, &set_id).await.is_err() {
+            return unavailable();
+        }
+        inner.parsed.invalidate(&set_id).await;
+    }
+    tracing::info!(client_id = %client.client_id, token_type = kind, outcome = "revoked", "oauth proxy revocation");
+    json_response(StatusCode::OK, &json!({}))
+}

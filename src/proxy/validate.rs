@@ -1,0 +1,215 @@
+//! Bearer validation in proxy mode: the proxy's own token -> its `jti` record ->
+//! the upstream token set, refreshed at the domain when it is about to expire ->
+//! the user's upstream token as [`AccessToken`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::model::{self, JTIS, JtiRecord, SETS, TokenSet};
+use super::{Inner, upstream};
+use crate::error::ErrorKind;
+use crate::mcp::{AccessToken, Rejection};
+use crate::secret::SecretString;
+
+/// The upstream access token is refreshed when it expires within this margin: a
+/// call in progress keeps a token that is valid for at least this long.
+const REFRESH_MARGIN: Duration = Duration::from_secs(60);
+
+/// Why no usable upstream token set is available.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum SetError {
+    /// Revoked, expired, or refused by the domain: the user must log in again.
+    Gone,
+    /// The store or the domain is unavailable now.
+    Unavailable,
+}
+
+/// Validates one of the proxy's access tokens (for [`BearerAuth`](crate::BearerAuth)).
+pub(crate) async fn check(inner: &Arc<Inner>, token: &str) -> Result<AccessToken, Rejection> {
+    let claims = inner
+        .tokens
+        .verify(token)
+        .ok_or_else(|| Rejection::invalid("the token is not a valid token of this server"))?;
+    if claims.exp <= model::unix(inner.clock.now()) {
+        return Err(Rejection::invalid("the token has expired"));
+    }
+    let record = model::get::<JtiRecord>(inner.store.as_ref(), JTIS, &claims.jti)
+        .await
+        .map_err(|_| Rejection::unavailable_because("the token store is unavailable"))?
+        .ok_or_else(|| Rejection::invalid("the token has been revoked"))?;
+    let set = current_set(inner, &record.set_id)
+        .await
+        .map_err(|e| match e {
+            SetError::Gone => Rejection::invalid("the login has ended; log in again"),
+            SetError::Unavailable => {
+                Rejection::unavailable_because("the identity domain cannot renew the login now")
+            }
+        })?;
+    Ok(upstream_access_token(inner, &record.set_id, &set).await)
+}
+
+/// The user's upstream token as tools see it, parsed once per upstream token.
+async fn upstream_access_token(inner: &Inner, set_id: &str, set: &TokenSet) -> AccessToken {
+    if let Some(cached) = inner.parsed.get(set_id).await
+        && cached.0 == set.access_token
+    {
+        return cached.1.clone();
+    }
+    // Verified when it was stored; only parsed here.
+    let claims = crate::jwt::Claims::decode(
+        &set.access_token,
+        ErrorKind::SubjectTokenMalformed,
+        "upstream token",
+    )
+    .map(|c| c.0)
+    .unwrap_or_default();
+    let token = AccessToken {
+        token: SecretString::new(set.access_token.clone()),
+        scopes: crate::mcp::scopes_of(&claims),
+        claims: Arc::new(claims),
+    };
+    inner
+        .parsed
+        .insert(
+            set_id.to_owned(),
+            Arc::new((set.access_token.clone(), token.clone())),
+        )
+        .await;
+    token
+}
+
+fn fresh(inner: &Inner, set: &TokenSet) -> bool {
+    let now = model::unix(inner.clock.now());
+    set.access_expires_at > now.saturating_add(REFRESH_MARGIN.as_secs())
+}
+
+/// The token set `set_id`, its access token refreshed at the domain first when it
+/// expires within [`REFRESH_MARGIN`].
+pub(super) async fn current_set(inner: &Arc<Inner>, set_id: &str) -> Result<TokenSet, SetError> {
+    let set = model::get::<TokenSet>(inner.store.as_ref(), SETS, set_id)
+        .await
+        .map_err(|_| SetError::Unavailable)?
+        .ok_or(SetError::Gone)?;
+    if fresh(inner, &set) {
+        return Ok(set);
+    }
+    refresh(inner, set_id).await
+}
+
+/// One refresh per set at a time in this process: callers queue on the set's lock
+/// and re-read the set, so N concurrent callers cause one upstream refresh. The
+/// refresh runs in its own task, so a caller that gives up does not cancel it
+/// halfway (the domain may rotate the refresh token).
+async fn refresh(inner: &Arc<Inner>, set_id: &str) -> Result<TokenSet, SetError> {
+    let lock = {
+        let mut map = inner
+            .refreshing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(map.entry(set_id.to_owned()).or_default())
+    };
+    let task_inner = Arc::clone(inner);
+    let id = set_id.to_owned();
+    let task = tokio::spawn(async move {
+        let guard = Arc::clone(&lock).lock_owned().await;
+        let result = refresh_locked(&task_inner, &id).await;
+        drop(guard);
+        let mut map = task_inner
+            .refreshing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.get(&id).is_some_and(|l| Arc::ptr_eq(l, &lock)) {
+            map.remove(&id);
+        }
+        result
+    });
+    task.await.unwrap_or(Err(SetError::Unavailable))
+}
+
+fn refresh_locked<'a>(
+    inner: &'a Inner,
+    set_id: &'a str,
+) -> std::pin::Pin<Box<dyn Future<Output = Result<TokenSet, SetError>> + Send + 'a>> {
+    Box::pin(refresh_locked_inner(inner, set_id))
+}
+
+async fn refresh_locked_inner(inner: &Inner, set_id: &str) -> Result<TokenSet, SetError> {
+    let store = inner.store.as_ref();
+    let set = model::get::<TokenSet>(store, SETS, set_id)
+        .await
+        .map_err(|_| SetError::Unavailable)?
+        .ok_or(SetError::Gone)?;
+    if fresh(inner, &set) {
+        return Ok(set);
+    }
+    let now = inner.clock.now();
+    let still_valid = set.access_expires_at > model::unix(now);
+    let Some(refresh_token) = set.refresh_token.as_deref() else {
+        return if still_valid {
+            Ok(set)
+        } else {
+            Err(SetError::Gone)
+        };
+    };
+    let outcome = async {
+        let tokens = inner.upstream.refresh(refresh_token).await?;
+        let access = inner.upstream.validate(&tokens.access_token).await?;
+        Ok::<_, crate::error::Error>((tokens, access))
+    }
+    .await;
+    let (tokens, access) = match outcome {
+        Ok(x) => x,
+        Err(err) if err.kind() == ErrorKind::ExchangeRejected => {
+            tracing::info!(client_id = %set.client_id, outcome = "refused", error = %err, "oauth proxy upstream refresh");
+            let _ = store.delete(SETS, set_id).await;
+            inner.parsed.invalidate(set_id).await;
+            return Err(SetError::Gone);
+        }
+        Err(err) => {
+            tracing::warn!(client_id = %set.client_id, outcome = "failed", error = %err, "oauth proxy upstream refresh");
+            return if still_valid {
+                Ok(set)
+            } else {
+                Err(SetError::Unavailable)
+            };
+        }
+    };
+    let Some(access_expires_at) = access.expires_at().map(model::unix) else {
+        return Err(SetError::Unavailable);
+    };
+    let (refresh_token, refresh_expires_at) = match tokens.refresh_token {
+        Some(rt) => (
+            Some(rt),
+            Some(
+                model::unix(now)
+                    + tokens
+                        .refresh_expires_in
+                        .unwrap_or(inner.upstream_refresh_lifetime.as_secs()),
+            ),
+        ),
+        None => (set.refresh_token.clone(), set.refresh_expires_at),
+    };
+    let new = TokenSet {
+        access_token: tokens.access_token.clone(),
+        access_expires_at,
+        refresh_token,
+        refresh_expires_at,
+        subject: set.subject.clone(),
+        client_id: set.client_id.clone(),
+    };
+    model::put(
+        store,
+        SETS,
+        set_id,
+        &new,
+        model::until(now, new.expires_at()),
+    )
+    .await
+    .map_err(|_| SetError::Unavailable)?;
+    inner
+        .parsed
+        .insert(set_id.to_owned(), Arc::new((tokens.access_token, access)))
+        .await;
+    tracing::info!(client_id = %set.client_id, outcome = "refreshed", expires_in = upstream::secs(model::until(now, access_expires_at)), "oauth proxy upstream refresh");
+    Ok(new)
+}

@@ -1,0 +1,1006 @@
+//! The OAuth proxy end to end on loopback: a reqwest client plays the browser (a
+//! cookie jar, no redirects followed) and the MCP client, the emulator plays the
+//! identity domain.
+#![cfg(all(feature = "oauth-proxy", feature = "emulator"))]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use oci_token_exchange::{
+    AccessToken, Emulator, Fault, FixedClock, MemoryStore, OAuthProxy, Store as _,
+};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use url::Url;
+
+const REDIRECT: &str = "http://127.0.0.1:9/callback";
+const SIGNING_KEY: [u8; 32] = [7; 32];
+
+struct Options {
+    consent: bool,
+    refresh: bool,
+    upstream_ttl: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            consent: true,
+            refresh: true,
+            upstream_ttl: Duration::from_secs(3600),
+        }
+    }
+}
+
+struct Env {
+    emu: Emulator,
+    base: String,
+    store: MemoryStore,
+    clock: Arc<FixedClock>,
+    /// The MCP client's HTTP (no cookies).
+    http: reqwest::Client,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
+        .build()
+        .unwrap()
+}
+
+async fn echo(request: axum::http::Request<Body>) -> String {
+    let token = request.extensions().get::<AccessToken>().unwrap();
+    format!(
+        "{} {}",
+        token.subject().unwrap_or("-"),
+        token.jti().unwrap_or("-")
+    )
+}
+
+async fn env_with(options: Options) -> Env {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let clock = Arc::new(FixedClock::at_unix(1_900_000_000));
+    let emu = Emulator::builder()
+        .clock(clock.clone())
+        .redirect_uri(format!("{base}/auth/callback"))
+        .access_token_ttl(options.upstream_ttl)
+        .refresh_tokens(options.refresh)
+        .start()
+        .await
+        .unwrap();
+    let store = MemoryStore::with_clock(clock.clone());
+    let proxy = OAuthProxy::builder()
+        .base_url(&base)
+        .domain_url(emu.domain_url().as_str())
+        .client_credentials(emu.client_id(), emu.client_secret().clone())
+        .signing_key(SIGNING_KEY)
+        .consent(options.consent)
+        .store(Arc::new(store.clone()))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let mcp = Router::new()
+        .route("/mcp", axum::routing::post(echo))
+        .route(
+            "/.well-known/oauth-protected-resource/mcp",
+            axum::routing::get(|| async { "unreachable" }),
+        )
+        .layer(proxy.bearer_auth().layer());
+    let app = proxy.router().merge(mcp);
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    Env {
+        emu,
+        base,
+        store,
+        clock,
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        _server: server,
+    }
+}
+
+async fn env() -> Env {
+    env_with(Options::default()).await
+}
+
+fn location(response: &reqwest::Response) -> String {
+    assert!(
+        response.status().is_redirection(),
+        "expected a redirect, got {}",
+        response.status()
+    );
+    response.headers()["location"].to_str().unwrap().to_owned()
+}
+
+fn query(url: &str) -> std::collections::HashMap<String, String> {
+    Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// `value="..."` of the hidden input `name` in the consent page.
+fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker).expect("hidden input") + marker.len();
+    let end = html[start..].find('"').unwrap();
+    html[start..start + end].to_owned()
+}
+
+fn verifier() -> String {
+    "the-clients-own-verifier-with-enough-characters-1234".to_owned()
+}
+
+fn challenge(verifier: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier))
+}
+
+impl Env {
+    async fn register(&self) -> String {
+        let response = self
+            .http
+            .post(format!("{}/register", self.base))
+            .json(&json!({
+                "client_name": "Test <Client>",
+                "redirect_uris": [REDIRECT],
+                "grant_types": ["authorization_code", "refresh_token"],
+                "token_endpoint_auth_method": "none",
+                "response_types": ["code"],
+                "application_type": "native",
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["token_endpoint_auth_method"], "none");
+        assert_eq!(body["redirect_uris"], json!([REDIRECT]));
+        body["client_id"].as_str().unwrap().to_owned()
+    }
+
+    fn authorize_url(&self, client_id: &str, extra: &[(&str, &str)]) -> String {
+        let mut url = Url::parse(&format!("{}/authorize", self.base)).unwrap();
+        url.query_pairs_mut()
+            .append_pair("response_type", "code")
+            .append_pair("client_id", client_id)
+            .append_pair("redirect_uri", REDIRECT)
+            .append_pair("state", "client-state")
+            .append_pair("code_challenge", &challenge(&verifier()))
+            .append_pair("code_challenge_method", "S256")
+            .append_pair("resource", &format!("{}/mcp", self.base));
+        for (k, v) in extra {
+            url.query_pairs_mut().append_pair(k, v);
+        }
+        url.to_string()
+    }
+
+    async fn get(&self, browser: &reqwest::Client, url: &str) -> reqwest::Response {
+        browser.get(url).send().await.unwrap()
+    }
+
+    /// /authorize -> consent page: (txn, csrf, page).
+    async fn open_consent(
+        &self,
+        browser: &reqwest::Client,
+        client_id: &str,
+    ) -> (String, String, String) {
+        let r = self.get(browser, &self.authorize_url(client_id, &[])).await;
+        let consent = location(&r);
+        assert!(
+            consent.starts_with(&format!("{}/consent?txn=", self.base)),
+            "{consent}"
+        );
+        let page = self.get(browser, &consent).await;
+        assert_eq!(page.status(), StatusCode::OK);
+        let html = page.text().await.unwrap();
+        (hidden(&html, "txn"), hidden(&html, "csrf"), html)
+    }
+
+    async fn post_consent(
+        &self,
+        browser: &reqwest::Client,
+        txn: &str,
+        csrf: &str,
+        action: &str,
+    ) -> reqwest::Response {
+        browser
+            .post(format!("{}/consent", self.base))
+            .form(&[("txn", txn), ("csrf", csrf), ("action", action)])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The whole browser leg; returns the client redirect's query.
+    async fn login(&self, client_id: &str) -> std::collections::HashMap<String, String> {
+        let browser = browser();
+        let (txn, csrf, _) = self.open_consent(&browser, client_id).await;
+        let upstream = location(&self.post_consent(&browser, &txn, &csrf, "approve").await);
+        assert!(
+            upstream.starts_with(self.emu.domain_url().as_str()),
+            "{upstream}"
+        );
+        let callback = location(&self.get(&browser, &upstream).await);
+        assert!(callback.starts_with(&format!("{}/auth/callback", self.base)));
+        let done = location(&self.get(&browser, &callback).await);
+        assert!(done.starts_with(REDIRECT), "{done}");
+        query(&done)
+    }
+
+    async fn token(
+        &self,
+        form: &[(&str, &str)],
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let r = self
+            .http
+            .post(format!("{}/token", self.base))
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let headers = r.headers().clone();
+        (status, headers, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn redeem(&self, client_id: &str, code: &str) -> Value {
+        let v = verifier();
+        let (status, headers, body) = self
+            .token(&[
+                ("grant_type", "authorization_code"),
+                ("client_id", client_id),
+                ("code", code),
+                ("redirect_uri", REDIRECT),
+                ("code_verifier", &v),
+            ])
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(headers["cache-control"], "no-store");
+        assert_eq!(headers["pragma"], "no-cache");
+        body
+    }
+
+    async fn mcp(&self, token: &str) -> (StatusCode, String) {
+        let r = self
+            .http
+            .post(format!("{}/mcp", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.text().await.unwrap())
+    }
+
+    async fn revoke(&self, client_id: &str, token: &str) -> StatusCode {
+        self.http
+            .post(format!("{}/revoke", self.base))
+            .form(&[("client_id", client_id), ("token", token)])
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+
+    /// Everything a login leaves behind, clients aside.
+    fn state_count(&self) -> usize {
+        ["txn", "code", "set", "jti", "refresh"]
+            .iter()
+            .map(|c| self.store.count(c))
+            .sum()
+    }
+}
+
+#[tokio::test]
+async fn full_flow_register_login_call_refresh_revoke() {
+    let env = env().await;
+    // Discovery as an MCP client does it.
+    let r = env
+        .http
+        .post(format!("{}/mcp", env.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let www = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert!(
+        www.contains("/.well-known/oauth-protected-resource/mcp"),
+        "{www}"
+    );
+    let prm: Value = env
+        .http
+        .get(format!(
+            "{}/.well-known/oauth-protected-resource/mcp",
+            env.base
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(prm["authorization_servers"], json!([env.base]));
+    assert_eq!(prm["resource"], format!("{}/mcp", env.base));
+    let meta: Value = env
+        .http
+        .get(format!(
+            "{}/.well-known/oauth-authorization-server",
+            env.base
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meta["issuer"], env.base);
+    assert_eq!(meta["code_challenge_methods_supported"], json!(["S256"]));
+    assert_eq!(meta["authorization_response_iss_parameter_supported"], true);
+    assert!(
+        meta["token_endpoint_auth_methods_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("none"))
+    );
+    for endpoint in [
+        "authorization_endpoint",
+        "token_endpoint",
+        "registration_endpoint",
+        "revocation_endpoint",
+    ] {
+        assert!(
+            meta[endpoint].as_str().unwrap().starts_with(&env.base),
+            "{endpoint}"
+        );
+    }
+
+    let client_id = env.register().await;
+    let redirect = env.login(&client_id).await;
+    assert_eq!(redirect["state"], "client-state");
+    assert_eq!(redirect["iss"], env.base);
+    assert!(!redirect.contains_key("error"));
+    // The upstream leg: the proxy's own PKCE and no scope in the code grant.
+    let upstream = env.emu.last_authorization().unwrap();
+    assert!(
+        upstream
+            .iter()
+            .any(|(k, v)| k == "code_challenge_method" && v == "S256")
+    );
+    assert!(
+        upstream
+            .iter()
+            .any(|(k, v)| k == "redirect_uri" && *v == format!("{}/auth/callback", env.base))
+    );
+    assert!(
+        !upstream
+            .iter()
+            .any(|(k, v)| k == "code_challenge" && *v == challenge(&verifier()))
+    );
+
+    let tokens = env.redeem(&client_id, &redirect["code"]).await;
+    assert_eq!(tokens["token_type"], "Bearer");
+    assert_eq!(tokens["scope"], "openid");
+    assert_eq!(tokens["expires_in"], 3600);
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let (status, body) = env.mcp(&access).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body.starts_with("demo-user "),
+        "tools see the upstream token: {body}"
+    );
+
+    // Refresh rotates; the used refresh token is refused.
+    let form = |rt: &str| {
+        vec![
+            ("grant_type".to_owned(), "refresh_token".to_owned()),
+            ("client_id".to_owned(), client_id.clone()),
+            ("refresh_token".to_owned(), rt.to_owned()),
+        ]
+    };
+    let as_refs = |f: &Vec<(String, String)>| -> Vec<(String, String)> { f.clone() };
+    let f = as_refs(&form(&refresh));
+    let f: Vec<(&str, &str)> = f.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let (status, _, renewed) = env.token(&f).await;
+    assert_eq!(status, StatusCode::OK, "{renewed}");
+    let access2 = renewed["access_token"].as_str().unwrap().to_owned();
+    assert_ne!(renewed["refresh_token"], tokens["refresh_token"]);
+    let (status, _, reused) = env.token(&f).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(reused["error"], "invalid_grant");
+    assert_eq!(env.mcp(&access2).await.0, StatusCode::OK);
+
+    // Revocation ends the login: every token of it gets 401.
+    assert_eq!(env.revoke(&client_id, &access2).await, StatusCode::OK);
+    let (status, _) = env.mcp(&access2).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(env.mcp(&access).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        env.revoke(&client_id, "unknown-token").await,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn registration_refuses_foreign_redirect_uris_and_bad_metadata() {
+    let env = env().await;
+    for (body, error) in [
+        (
+            json!({"redirect_uris": ["https://evil.example/cb"]}),
+            "invalid_redirect_uri",
+        ),
+        (
+            json!({"redirect_uris": ["http://127.0.0.1:1/cb#x"]}),
+            "invalid_redirect_uri",
+        ),
+        (json!({"redirect_uris": []}), "invalid_redirect_uri"),
+        (json!({"client_name": "x"}), "invalid_redirect_uri"),
+        (
+            json!({"redirect_uris": [REDIRECT], "grant_types": ["client_credentials"]}),
+            "invalid_client_metadata",
+        ),
+        (
+            json!({"redirect_uris": [REDIRECT], "response_types": ["token"]}),
+            "invalid_client_metadata",
+        ),
+        (json!(["not", "an", "object"]), "invalid_client_metadata"),
+    ] {
+        let r = env
+            .http
+            .post(format!("{}/register", env.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{body}");
+        let answer: Value = r.json().await.unwrap();
+        assert_eq!(answer["error"], error, "{body}");
+    }
+    assert!(env.store.is_empty(), "refused registrations store nothing");
+}
+
+#[tokio::test]
+async fn authorize_errors_are_pages_or_rfc_redirects_and_store_nothing() {
+    let env = env().await;
+    let client_id = env.register().await;
+    let browser = browser();
+    // Errors about the client or its redirect URI: a page, never a redirect.
+    for url in [
+        env.authorize_url("unknown-client", &[]),
+        env.authorize_url(&client_id, &[])
+            .replace("127.0.0.1%3A9", "127.0.0.1%3A10"),
+    ] {
+        let r = env.get(&browser, &url).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{url}");
+        assert!(r.headers().get("location").is_none());
+        assert_eq!(r.headers()["x-frame-options"], "DENY");
+    }
+    // Other errors: back to the client with error, state and iss.
+    let no_pkce = env
+        .authorize_url(&client_id, &[])
+        .replace("code_challenge_method=S256", "code_challenge_method=plain");
+    let cases = [
+        (no_pkce, "invalid_request"),
+        (
+            env.authorize_url(&client_id, &[])
+                .replace("code_challenge=", "x="),
+            "invalid_request",
+        ),
+        (
+            env.authorize_url(&client_id, &[])
+                .replace("%2Fmcp", "%2Fother"),
+            "invalid_target",
+        ),
+        (
+            env.authorize_url(&client_id, &[])
+                .replace("response_type=code", "response_type=token"),
+            "unsupported_response_type",
+        ),
+        (
+            env.authorize_url(&client_id, &[("scope", "bad\"scope")]),
+            "invalid_scope",
+        ),
+    ];
+    for (url, error) in cases {
+        let r = env.get(&browser, &url).await;
+        let q = query(&location(&r));
+        assert_eq!(q["error"], error, "{url}");
+        assert_eq!(q["state"], "client-state");
+        assert_eq!(q["iss"], env.base);
+    }
+    // A trailing slash on the resource is the same resource.
+    let url = env
+        .authorize_url(&client_id, &[])
+        .replace("%2Fmcp", "%2Fmcp%2F");
+    assert!(location(&env.get(&browser, &url).await).contains("/consent?txn="));
+    assert_eq!(env.store.count("txn"), 1);
+    assert_eq!(env.state_count(), 1, "only the one valid transaction");
+}
+
+#[tokio::test]
+async fn token_endpoint_errors_follow_rfc6749() {
+    let env = env().await;
+    let client_id = env.register().await;
+    let code = env.login(&client_id).await["code"].clone();
+    let (status, headers, body) = env
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", &client_id),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            (
+                "code_verifier",
+                "wrong-verifier-wrong-verifier-wrong-verifier-00",
+            ),
+        ])
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(env.state_count(), 0, "a spent code leaves nothing behind");
+    // The right verifier is too late now: the code was single use.
+    let v = verifier();
+    let (status, _, body) = env
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", &client_id),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &v),
+        ])
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+
+    // Reused code, racing: exactly one of two concurrent redemptions wins.
+    let code = env.login(&client_id).await["code"].clone();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("client_id", client_id.as_str()),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", v.as_str()),
+    ];
+    let (a, b) = tokio::join!(env.token(&form), env.token(&form));
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::BAD_REQUEST]);
+
+    let (status, headers, body) = env
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", "unknown"),
+            ("code", "x"),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &v),
+        ])
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_client"))
+    );
+    assert!(headers.contains_key("www-authenticate"));
+    let (status, _, body) = env.token(&[("grant_type", "password")]).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("unsupported_grant_type"))
+    );
+    let (status, _, body) = env
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", &client_id),
+        ])
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request"))
+    );
+    let (status, _, body) = env
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", &client_id),
+            ("refresh_token", "nope"),
+        ])
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+}
+
+#[tokio::test]
+async fn consent_is_bound_to_the_browser_and_csrf_protected() {
+    let env = env().await;
+    let client_id = env.register().await;
+    let victim = browser();
+    let attacker = browser();
+    let (txn, csrf, html) = env.open_consent(&attacker, &client_id).await;
+    assert!(html.contains("Test &lt;Client&gt;"), "the name is escaped");
+    assert!(html.contains(REDIRECT));
+    assert!(html.contains("<button type=\"submit\" name=\"action\" value=\"approve\">"));
+    // Reloading keeps the form valid.
+    let consent_url = format!("{}/consent?txn={txn}", env.base);
+    let again = env.get(&attacker, &consent_url).await;
+    let headers = again.headers().clone();
+    assert_eq!(hidden(&again.text().await.unwrap(), "csrf"), csrf);
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("frame-ancestors 'none'") && csp.contains("form-action 'self'"),
+        "{csp}"
+    );
+    assert!(
+        csp.contains(env.emu.domain_url().origin().ascii_serialization().as_str()),
+        "{csp}"
+    );
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+
+    // Another browser (no cookie) can neither see nor approve this consent.
+    assert_eq!(
+        env.get(&victim, &consent_url).await.status(),
+        StatusCode::BAD_REQUEST
+    );
+    let r = env.post_consent(&victim, &txn, &csrf, "approve").await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // A wrong CSRF token is refused.
+    let r = env.post_consent(&attacker, &txn, "forged", "approve").await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // The attacker approves in its own browser, then hands the upstream login to
+    // the victim: the callback, in the victim's browser, is refused.
+    let upstream = location(&env.post_consent(&attacker, &txn, &csrf, "approve").await);
+    let callback = location(&env.get(&victim, &upstream).await);
+    let r = env.get(&victim, &callback).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        r.headers().get("location").is_none(),
+        "never redirected to the client"
+    );
+    assert_eq!(
+        env.store.count("txn"),
+        1,
+        "a refused callback does not consume the login"
+    );
+    assert_eq!(env.store.count("code"), 0);
+    // A tampered cookie is refused too.
+    let tampered = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = tampered
+        .get(&callback)
+        .header(
+            "cookie",
+            "ocx_consent=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // The browser that started it completes it, once.
+    let done = location(&env.get(&attacker, &callback).await);
+    assert!(query(&done).contains_key("code"));
+    let replay = env.get(&attacker, &callback).await;
+    assert_eq!(replay.status(), StatusCode::BAD_REQUEST);
+    // An unknown state is a page.
+    let r = env
+        .get(
+            &attacker,
+            &format!("{}/auth/callback?state=nope&code=x", env.base),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn denied_consent_and_expired_transactions() {
+    let env = env().await;
+    let client_id = env.register().await;
+    let b = browser();
+    let (txn, csrf, _) = env.open_consent(&b, &client_id).await;
+    let q = query(&location(&env.post_consent(&b, &txn, &csrf, "deny").await));
+    assert_eq!(q["error"], "access_denied");
+    assert_eq!(q["state"], "client-state");
+    assert_eq!(q["iss"], env.base);
+    assert_eq!(env.state_count(), 0);
+
+    let (txn, csrf, _) = env.open_consent(&b, &client_id).await;
+    env.clock.advance(Duration::from_secs(16 * 60));
+    let r = env.post_consent(&b, &txn, &csrf, "approve").await;
+    assert_eq!(
+        r.status(),
+        StatusCode::BAD_REQUEST,
+        "an expired login is refused"
+    );
+    assert_eq!(env.state_count(), 0);
+}
+
+#[tokio::test]
+async fn upstream_errors_at_the_callback_reach_the_client_as_rfc_errors() {
+    let env = env().await;
+    let client_id = env.register().await;
+    type Arm = Box<dyn Fn(&Emulator)>;
+    let cases: Vec<(Arm, &str)> = vec![
+        (
+            Box::new(|e: &Emulator| e.deny_next_logins(1)),
+            "access_denied",
+        ),
+        (
+            Box::new(|e: &Emulator| e.inject_fault(Fault::Status(503), 1)),
+            "temporarily_unavailable",
+        ),
+        (
+            Box::new(|e: &Emulator| e.inject_fault(Fault::GarbageBody, 1)),
+            "server_error",
+        ),
+        (
+            Box::new(|e: &Emulator| {
+                e.inject_fault(
+                    Fault::Respond {
+                        status: 400,
+                        body: r#"{"error":"invalid_grant"}"#.into(),
+                    },
+                    1,
+                )
+            }),
+            "server_error",
+        ),
+    ];
+    for (arm, error) in cases {
+        let b = browser();
+        let (txn, csrf, _) = env.open_consent(&b, &client_id).await;
+        let upstream = location(&env.post_consent(&b, &txn, &csrf, "approve").await);
+        arm(&env.emu);
+        let callback = location(&env.get(&b, &upstream).await);
+        let q = query(&location(&env.get(&b, &callback).await));
+        assert_eq!(q.get("error").map(String::as_str), Some(error));
+        assert_eq!(q["state"], "client-state");
+        assert_eq!(q["iss"], env.base);
+        assert!(!q.contains_key("code"));
+        assert_eq!(env.state_count(), 0, "{error}: nothing stored");
+    }
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused() {
+    let env = env().await;
+    let big = "x".repeat(20 * 1024);
+    for path in ["/token", "/revoke", "/consent"] {
+        let r = env
+            .http
+            .post(format!("{}{path}", env.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("a={big}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE, "{path}");
+    }
+    let r = env
+        .http
+        .post(format!("{}/register", env.base))
+        .header("content-type", "application/json")
+        .body(format!("{{\"client_name\":\"{big}\"}}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(env.store.is_empty());
+}
+
+#[tokio::test]
+async fn calls_keep_working_across_upstream_expiry_with_one_refresh() {
+    let env = env_with(Options {
+        upstream_ttl: Duration::from_secs(300),
+        ..Options::default()
+    })
+    .await;
+    let client_id = env.register().await;
+    let code = env.login(&client_id).await["code"].clone();
+    let tokens = env.redeem(&client_id, &code).await;
+    assert_eq!(
+        tokens["expires_in"], 3600,
+        "refreshable: the proxy's token outlives the upstream one"
+    );
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let (_, first) = env.mcp(&access).await;
+    let refreshes = env.emu.counters().refresh_grants;
+    env.clock.advance(Duration::from_secs(250));
+    let calls: Vec<_> = (0..8).map(|_| env.mcp(&access)).collect();
+    let answers = futures_join_all(calls).await;
+    for (status, body) in &answers {
+        assert_eq!(*status, StatusCode::OK, "{body}");
+        assert_ne!(*body, first, "OCI sees a new upstream token (new jti)");
+        assert_eq!(*body, answers[0].1);
+    }
+    assert_eq!(
+        env.emu.counters().refresh_grants,
+        refreshes + 1,
+        "one refresh for 8 calls"
+    );
+    // Long after the first upstream token expired.
+    env.clock.advance(Duration::from_secs(600));
+    let (status, later) = env.mcp(&access).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(later, answers[0].1);
+
+    // The domain refuses the refresh: the login ends.
+    env.clock.advance(Duration::from_secs(300));
+    env.emu.inject_fault(
+        Fault::Respond {
+            status: 400,
+            body: r#"{"error":"invalid_grant"}"#.into(),
+        },
+        1,
+    );
+    assert_eq!(env.mcp(&access).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(env.store.count("set"), 0, "the set is dropped");
+}
+
+async fn futures_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    // Poll them together.
+    let mut pinned = pinned;
+    let mut done: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in pinned.iter_mut().enumerate() {
+            if done[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => done[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    done.into_iter().map(Option::unwrap).collect()
+}
+
+#[tokio::test]
+async fn without_upstream_refresh_tokens_the_client_is_told_by_a_short_lifetime() {
+    let env = env_with(Options {
+        refresh: false,
+        upstream_ttl: Duration::from_secs(600),
+        ..Options::default()
+    })
+    .await;
+    let client_id = env.register().await;
+    let code = env.login(&client_id).await["code"].clone();
+    let tokens = env.redeem(&client_id, &code).await;
+    assert_eq!(tokens["expires_in"], 600);
+    assert!(tokens.get("refresh_token").is_none());
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_eq!(env.mcp(access).await.0, StatusCode::OK);
+    env.clock.advance(Duration::from_secs(601));
+    assert_eq!(env.mcp(access).await.0, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn consent_off_goes_straight_to_the_domain_still_bound_to_the_browser() {
+    let env = env_with(Options {
+        consent: false,
+        ..Options::default()
+    })
+    .await;
+    let client_id = env.register().await;
+    let b = browser();
+    let upstream = location(&env.get(&b, &env.authorize_url(&client_id, &[])).await);
+    assert!(upstream.starts_with(env.emu.domain_url().as_str()));
+    let callback = location(&env.get(&b, &upstream).await);
+    assert_eq!(
+        env.get(&browser(), &callback).await.status(),
+        StatusCode::BAD_REQUEST
+    );
+    let done = location(&env.get(&b, &callback).await);
+    assert!(query(&done).contains_key("code"));
+}
+
+#[tokio::test]
+async fn no_secret_in_logs_html_or_errors() {
+    let (capture, _guard) = common::LogCapture::start();
+    let env = env().await;
+    let client_id = env.register().await;
+    let b = browser();
+    let (txn, csrf, html) = env.open_consent(&b, &client_id).await;
+    let upstream = location(&env.post_consent(&b, &txn, &csrf, "approve").await);
+    let callback = location(&env.get(&b, &upstream).await);
+    let upstream_code = query(&callback)["code"].clone();
+    let done = location(&env.get(&b, &callback).await);
+    let code = query(&done)["code"].clone();
+    let tokens = env.redeem(&client_id, &code).await;
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let (_, body) = env.mcp(&access).await;
+    let (status, _, refused) = env
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", &client_id),
+            ("refresh_token", &format!("{refresh}x")),
+        ])
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(env.revoke(&client_id, &access).await, StatusCode::OK);
+    let logs = capture.text();
+    assert!(logs.contains("oauth proxy token"), "{logs}");
+    assert!(logs.contains(&client_id), "events name the client");
+    let upstream_jti = body.split(' ').nth(1).unwrap().to_owned();
+    for (name, secret) in [
+        ("access token", access.as_str()),
+        ("refresh token", refresh.as_str()),
+        ("code", code.as_str()),
+        ("upstream code", upstream_code.as_str()),
+        ("csrf token", csrf.as_str()),
+        ("client secret", env.emu.client_secret().expose_secret()),
+        ("upstream jti", upstream_jti.as_str()),
+    ] {
+        capture.assert_free_of(name, secret);
+        assert!(
+            !html.contains(secret) || name == "csrf token",
+            "{name} in html"
+        );
+        assert!(!refused.to_string().contains(secret), "{name} in an error");
+    }
+    let key = String::from_utf8_lossy(&SIGNING_KEY).into_owned();
+    assert!(!logs.contains(&key));
+}
+
+#[tokio::test]
+async fn proxy_debug_and_config_refusals() {
+    let build = |key: &[u8], base: &str| {
+        OAuthProxy::builder()
+            .base_url(base)
+            .domain_url("http://127.0.0.1:1")
+            .client_credentials("id", "very-secret-value")
+            .signing_key(key)
+            .build()
+    };
+    let err = build(&[1; 31], "http://127.0.0.1:8000").unwrap_err();
+    assert!(err.to_string().contains("32 bytes"), "{err}");
+    assert!(
+        build(&[1; 32], "http://example.com").is_err(),
+        "http only on loopback"
+    );
+    assert!(
+        build(&[1; 32], "https://example.com/path").is_err(),
+        "an origin"
+    );
+    let proxy = build(&[1; 32], "http://127.0.0.1:8000").unwrap();
+    let debug = format!("{proxy:?} {:?}", proxy.bearer_auth());
+    assert!(!debug.contains("very-secret-value"), "{debug}");
+    assert_eq!(proxy.issuer(), "http://127.0.0.1:8000");
+    let store = MemoryStore::default();
+    store
+        .put("c", "k", b"stored-value".to_vec(), Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(!format!("{store:?}").contains("stored-value"));
+}
