@@ -554,9 +554,7 @@ async fn harness_sees_a_csp_violation_in_the_console() {
 // The whole login through the OAuth proxy, on the emulator.
 // ---------------------------------------------------------------------------
 
-// Out of the build until the OAuth proxy (feature `oauth-proxy`) is merged into this
-// branch; then the gate is `#[cfg(all(feature = "oauth-proxy", feature = "emulator"))]`.
-#[cfg(any())]
+#[cfg(all(feature = "oauth-proxy", feature = "emulator"))]
 mod login {
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
