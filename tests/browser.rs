@@ -92,7 +92,12 @@ fn tools_or_skip(test: &str) -> Option<Tools> {
             panic!("{test}: OCX_REQUIRE_BROWSER=1 but the browser is missing: {reason}")
         }
         Err(reason) => {
-            eprintln!("SKIPPED {test}: no headless browser: {reason}");
+            // Straight to stderr, not through `eprintln!`, which the test harness
+            // captures and shows only for failures: a skip must be visible.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: no headless browser: {reason}"
+            );
             None
         }
     }
