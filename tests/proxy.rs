@@ -30,6 +30,7 @@ struct Options {
     consent: bool,
     refresh: bool,
     upstream_ttl: Duration,
+    store_entries: usize,
 }
 
 impl Default for Options {
@@ -38,6 +39,7 @@ impl Default for Options {
             consent: true,
             refresh: true,
             upstream_ttl: Duration::from_secs(3600),
+            store_entries: MemoryStore::DEFAULT_MAX_ENTRIES,
         }
     }
 }
@@ -81,7 +83,8 @@ async fn env_with(options: Options) -> Env {
         .start()
         .await
         .unwrap();
-    let store = MemoryStore::with_clock(clock.clone());
+    let store = MemoryStore::with_clock(clock.clone())
+        .with_limits(options.store_entries, MemoryStore::DEFAULT_MAX_BYTES);
     let proxy = OAuthProxy::builder()
         .base_url(&base)
         .domain_url(emu.domain_url().as_str())
@@ -428,6 +431,10 @@ async fn full_flow_register_login_call_refresh_revoke() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(reused["error"], "invalid_grant");
     assert_eq!(env.mcp(&access2).await.0, StatusCode::OK);
+
+    // Only the proxy's own tokens are accepted, not the domain's.
+    let domain_token = env.emu.mint_user_token("demo-user");
+    assert_eq!(env.mcp(&domain_token).await.0, StatusCode::UNAUTHORIZED);
 
     // Revocation ends the login: every token of it gets 401.
     assert_eq!(env.revoke(&client_id, &access2).await, StatusCode::OK);
@@ -1003,4 +1010,181 @@ async fn proxy_debug_and_config_refusals() {
         .await
         .unwrap();
     assert!(!format!("{store:?}").contains("stored-value"));
+}
+
+#[tokio::test]
+async fn a_reused_code_revokes_the_tokens_it_gave() {
+    let env = env().await;
+    let client_id = env.register().await;
+    let code = env.login(&client_id).await["code"].clone();
+    let tokens = env.redeem(&client_id, &code).await;
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(env.mcp(&access).await.0, StatusCode::OK);
+    let v = verifier();
+    let (status, _, body) = env
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", &client_id),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &v),
+        ])
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    assert_eq!(env.mcp(&access).await.0, StatusCode::UNAUTHORIZED);
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let (status, _, _) = env
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", &client_id),
+            ("refresh_token", refresh),
+        ])
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn json_endpoints_allow_browser_clients_and_pages_do_not() {
+    let env = env().await;
+    for path in [
+        "/.well-known/oauth-authorization-server",
+        "/register",
+        "/token",
+        "/revoke",
+    ] {
+        let r = env
+            .http
+            .request(reqwest::Method::OPTIONS, format!("{}{path}", env.base))
+            .header("origin", "http://localhost:6274")
+            .header("access-control-request-method", "POST")
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        assert_eq!(r.headers()["access-control-allow-origin"], "*", "{path}");
+    }
+    let r = env
+        .http
+        .post(format!("{}/token", env.base))
+        .form(&[("grant_type", "password")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    let r = env
+        .http
+        .get(format!(
+            "{}/.well-known/oauth-protected-resource/mcp",
+            env.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    let r = env
+        .http
+        .get(format!("{}/authorize", env.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
+async fn transient_refresh_failures_keep_the_login() {
+    let env = env_with(Options {
+        upstream_ttl: Duration::from_secs(300),
+        ..Options::default()
+    })
+    .await;
+    let client_id = env.register().await;
+    let code = env.login(&client_id).await["code"].clone();
+    let tokens = env.redeem(&client_id, &code).await;
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let (_, first) = env.mcp(&access).await;
+    // Within the refresh margin, a failed refresh keeps the still valid token.
+    env.clock.advance(Duration::from_secs(250));
+    env.emu.inject_fault(
+        Fault::Respond {
+            status: 401,
+            body: r#"{"error":"invalid_client"}"#.into(),
+        },
+        1,
+    );
+    assert_eq!(env.mcp(&access).await, (StatusCode::OK, first.clone()));
+    // Expired and the domain down: 503, the login is kept.
+    env.clock.advance(Duration::from_secs(100));
+    env.emu.inject_fault(Fault::Status(503), 1);
+    assert_eq!(env.mcp(&access).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(env.store.count("set"), 1);
+    // The domain is back.
+    let (status, body) = env.mcp(&access).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(body, first);
+}
+
+#[tokio::test]
+async fn revoking_a_refresh_token_ends_the_login() {
+    let env = env().await;
+    let client_id = env.register().await;
+    let code = env.login(&client_id).await["code"].clone();
+    let tokens = env.redeem(&client_id, &code).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    // Another client cannot revoke it.
+    let other = env.register().await;
+    assert_eq!(env.revoke(&other, refresh).await, StatusCode::OK);
+    assert_eq!(env.mcp(access).await.0, StatusCode::OK);
+    assert_eq!(
+        env.revoke("unknown", refresh).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(env.revoke(&client_id, refresh).await, StatusCode::OK);
+    assert_eq!(env.mcp(access).await.0, StatusCode::UNAUTHORIZED);
+    let (status, _, body) = env
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", &client_id),
+            ("refresh_token", refresh),
+        ])
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    assert_eq!(env.store.count("set"), 0);
+}
+
+#[tokio::test]
+async fn a_full_store_fails_requests_cleanly() {
+    let env = env_with(Options {
+        store_entries: 2,
+        ..Options::default()
+    })
+    .await;
+    let client_id = env.register().await;
+    // The transaction fits; the code and token set of the callback do not.
+    let b = browser();
+    let (txn, csrf, _) = env.open_consent(&b, &client_id).await;
+    let upstream = location(&env.post_consent(&b, &txn, &csrf, "approve").await);
+    let callback = location(&env.get(&b, &upstream).await);
+    let q = query(&location(&env.get(&b, &callback).await));
+    assert_eq!(q["error"], "temporarily_unavailable");
+    assert_eq!(q["state"], "client-state");
+    assert_eq!(env.state_count(), 0, "the half-made login is cleaned up");
+    // Full again: registration answers a server error, not a panic or a hang.
+    env.register().await;
+    let r = env
+        .http
+        .post(format!("{}/register", env.base))
+        .json(&json!({"redirect_uris": [REDIRECT]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "server_error");
 }

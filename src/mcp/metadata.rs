@@ -53,6 +53,11 @@ impl BearerAuth {
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        // Public, fetched by browser-based MCP clients of any origin.
+        response.headers_mut().insert(
+            http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
         Some(response)
     }
 }

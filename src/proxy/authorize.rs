@@ -488,3 +488,74 @@ async fn complete(inner: &Inner, txn: &Transaction, params: &Params) -> Response
     params.push(("iss", inner.base.as_str()));
     redirect(&with_query(&txn.redirect_uri, &params))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::OAuthProxy;
+
+    fn proxy(base: &str) -> OAuthProxy {
+        OAuthProxy::builder()
+            .base_url(base)
+            .domain_url("http://127.0.0.1:1")
+            .client_credentials("id", "secret")
+            .signing_key([3; 32])
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_cookie_is_host_prefixed_and_secure_under_https_only() {
+        let https = proxy("https://mcp.example.com");
+        let cookie = set_cookie(&https.inner, "v", 900).unwrap();
+        assert_eq!(
+            cookie.to_str().unwrap(),
+            "__Host-ocx_consent=v; Path=/; HttpOnly; SameSite=Lax; Max-Age=900; Secure"
+        );
+        let http = proxy("http://127.0.0.1:8000");
+        let cookie = set_cookie(&http.inner, "v", 900).unwrap();
+        assert_eq!(
+            cookie.to_str().unwrap(),
+            "ocx_consent=v; Path=/; HttpOnly; SameSite=Lax; Max-Age=900"
+        );
+    }
+
+    #[test]
+    fn the_cookie_binds_one_transaction_and_nonce() {
+        let p = proxy("http://127.0.0.1:8000");
+        let txn = Transaction {
+            client_id: "c".into(),
+            redirect_uri: "http://127.0.0.1:1/cb".into(),
+            state: None,
+            code_challenge: String::new(),
+            scopes: Vec::new(),
+            resource: String::new(),
+            verifier: String::new(),
+            csrf: String::new(),
+            nonce: "n1".into(),
+            approved: false,
+            expires_at: 0,
+        };
+        let mut headers = HeaderMap::new();
+        let value = cookie_value(&p.inner, "t1", "n1");
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("other=1; ocx_consent={value}")).unwrap(),
+        );
+        assert!(bound_to_browser(&p.inner, &headers, "t1", &txn));
+        assert!(!bound_to_browser(&p.inner, &headers, "t2", &txn));
+        let other_nonce = Transaction {
+            nonce: "n2".into(),
+            ..txn.clone()
+        };
+        assert!(!bound_to_browser(&p.inner, &headers, "t1", &other_nonce));
+        let other_key = OAuthProxy::builder()
+            .base_url("http://127.0.0.1:8000")
+            .domain_url("http://127.0.0.1:1")
+            .client_credentials("id", "secret")
+            .signing_key([4; 32])
+            .build()
+            .unwrap();
+        assert!(!bound_to_browser(&other_key.inner, &headers, "t1", &txn));
+    }
+}

@@ -291,7 +291,8 @@ impl OAuthProxyBuilder {
     /// # Errors
     /// [`ErrorKind::InvalidConfig`] for a missing or invalid base URL (an http(s)
     /// origin; http only on loopback), resource, domain URL, client credentials,
-    /// redirect URI pattern, or a signing key shorter than 32 bytes.
+    /// redirect URI pattern, default scope, a lifetime under one second, or a
+    /// signing key shorter than 32 bytes.
     pub fn build(self) -> Result<OAuthProxy> {
         let invalid = |m: &'static str| Error::new(ErrorKind::InvalidConfig, m);
         let base = Url::parse(
@@ -364,6 +365,14 @@ impl OAuthProxyBuilder {
         if default_scopes.iter().any(|s| !pages::is_scope_token(s)) {
             return Err(invalid("a default scope is not a valid scope token"));
         }
+        let lifetimes = [
+            self.access_lifetime,
+            self.refresh_lifetime,
+            self.upstream_refresh_lifetime,
+        ];
+        if lifetimes.iter().flatten().any(|d| d.as_secs() == 0) {
+            return Err(invalid("token lifetimes must be at least one second"));
+        }
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let http = match self.http {
             Some(c) => c,
@@ -428,21 +437,36 @@ impl OAuthProxy {
     /// `GET /.well-known/oauth-authorization-server`, `POST /register`,
     /// `GET /authorize`, `GET`+`POST /consent`, `GET /auth/callback`,
     /// `POST /token`, `POST /revoke`. Merge it with the MCP routes (under
-    /// [`OAuthProxy::bearer_auth`]) at the root of the base URL.
+    /// [`OAuthProxy::bearer_auth`]) at the root of the base URL. The JSON
+    /// endpoints answer CORS requests from any origin (they use no cookies); the
+    /// pages do not. The RFC 9728 resource metadata is not here: the bearer layer
+    /// serves it to requests that reach it, so route
+    /// `/.well-known/oauth-protected-resource/mcp` (or a fallback) under that layer.
     pub fn router(&self) -> axum::Router {
         use axum::routing::{get, post};
-        axum::Router::new()
-            .route(register::METADATA_PATH, get(register::metadata))
-            .route("/register", post(register::register))
+        // Called from scripts of other origins (browser-based MCP clients), without
+        // cookies: CORS for any origin.
+        let api = axum::Router::new()
+            .route(
+                register::METADATA_PATH,
+                get(register::metadata).options(pages::preflight),
+            )
+            .route(
+                "/register",
+                post(register::register).options(pages::preflight),
+            )
+            .route("/token", post(token::token).options(pages::preflight))
+            .route("/revoke", post(token::revoke).options(pages::preflight))
+            .layer(axum::middleware::map_response(pages::allow_any_origin));
+        // Browser navigations only: no CORS.
+        let pages = axum::Router::new()
             .route("/authorize", get(authorize::authorize))
             .route(
                 "/consent",
                 get(authorize::consent_page).post(authorize::consent_post),
             )
-            .route("/auth/callback", get(authorize::callback))
-            .route("/token", post(token::token))
-            .route("/revoke", post(token::revoke))
-            .with_state(Arc::clone(&self.inner))
+            .route("/auth/callback", get(authorize::callback));
+        api.merge(pages).with_state(Arc::clone(&self.inner))
     }
 
     /// [`BearerAuth`] in proxy mode, for the MCP endpoint: accepts only this proxy's

@@ -13,6 +13,8 @@ use crate::store::Store;
 pub(super) const CLIENTS: &str = "client";
 pub(super) const TRANSACTIONS: &str = "txn";
 pub(super) const CODES: &str = "code";
+/// Redeemed codes (SHA-256) -> their token set, to revoke it if a code comes back.
+pub(super) const USED_CODES: &str = "used";
 pub(super) const SETS: &str = "set";
 pub(super) const JTIS: &str = "jti";
 pub(super) const REFRESH: &str = "refresh";

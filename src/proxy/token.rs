@@ -11,8 +11,8 @@ use http::{Response, StatusCode};
 use serde_json::json;
 
 use super::model::{
-    self, CLIENTS, CODES, Client, CodeGrant, JTIS, JtiRecord, REFRESH, RefreshRecord, SETS,
-    TokenSet,
+    self, CLIENTS, CODE_LIFETIME, CODES, Client, CodeGrant, JTIS, JtiRecord, REFRESH,
+    RefreshRecord, SETS, TokenSet, USED_CODES,
 };
 use super::pages::{Params, json_response, oauth_error, read_form};
 use super::tokens::OwnClaims;
@@ -125,7 +125,17 @@ async fn authorization_code(
     // Atomically single-use: of two concurrent redemptions, one finds nothing.
     let grant = match model::take::<CodeGrant>(store, CODES, &crypto::sha256_b64(code)).await {
         Ok(Some(g)) => g,
-        Ok(None) => return bad("invalid_grant", "the code is invalid, expired or used"),
+        Ok(None) => {
+            // RFC 6749 section 4.1.2: a code used twice revokes what it gave.
+            if let Ok(Some(set_id)) =
+                model::take::<String>(store, USED_CODES, &crypto::sha256_b64(code)).await
+            {
+                let _ = store.delete(SETS, &set_id).await;
+                inner.parsed.invalidate(&set_id).await;
+                tracing::warn!(client_id = %client.client_id, outcome = "code_reused", "oauth proxy token");
+            }
+            return bad("invalid_grant", "the code is invalid, expired or used");
+        }
         Err(_) => return unavailable(),
     };
     let refusal = if grant.client_id != client.client_id {
@@ -148,6 +158,14 @@ async fn authorization_code(
         tracing::info!(client_id = %client.client_id, grant_type = "authorization_code", outcome = "refused", "oauth proxy token");
         return bad("invalid_grant", description);
     }
+    let _ = model::put(
+        store,
+        USED_CODES,
+        &crypto::sha256_b64(code),
+        &grant.set_id,
+        CODE_LIFETIME,
+    )
+    .await;
     let set = match current_set(inner, &grant.set_id).await {
         Ok(s) => s,
         Err(SetError::Gone) => return bad("invalid_grant", "the login has ended"),

@@ -159,7 +159,7 @@ async fn refresh_locked_inner(inner: &Inner, set_id: &str) -> Result<TokenSet, S
     .await;
     let (tokens, access) = match outcome {
         Ok(x) => x,
-        Err(err) if err.kind() == ErrorKind::ExchangeRejected => {
+        Err(err) if err.oauth_error() == Some("invalid_grant") => {
             tracing::info!(client_id = %set.client_id, outcome = "refused", error = %err, "oauth proxy upstream refresh");
             let _ = store.delete(SETS, set_id).await;
             inner.parsed.invalidate(set_id).await;
