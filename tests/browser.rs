@@ -832,16 +832,15 @@ mod login {
         response.json().await.unwrap()
     }
 
-    /// Approves in a fresh browser (after a reload of the consent page), checks what
-    /// the client got, redeems the code and calls `/mcp` with the token.
-    async fn approve_then_redeem(driver: &Driver, world: &World) {
+    /// Approves in a fresh browser (after a reload of the consent page; a screenshot of
+    /// it in `target/{screenshot}`), checks what the client got, redeems the code and
+    /// calls `/mcp` with the token.
+    async fn approve_then_redeem(driver: &Driver, world: &World, screenshot: &str) {
         let browser = driver.session().await;
         let (verifier, challenge) = pkce("approve");
         let state = "state-approve-1";
         world.open_consent(&browser, state, &challenge).await;
-        let size = browser
-            .screenshot(&target_dir().join("consent-page.png"))
-            .await;
+        let size = browser.screenshot(&target_dir().join(screenshot)).await;
         assert!(size > 1000, "a real screenshot, {size} bytes");
         world.check_consent_cookie(&browser).await;
 
@@ -925,7 +924,7 @@ mod login {
             "consent_in_a_real_browser_approves_and_denies",
             |driver| async move {
                 let world = World::start([127, 0, 0, 1].into()).await;
-                approve_then_redeem(&driver, &world).await;
+                approve_then_redeem(&driver, &world, "consent-page.png").await;
                 deny(&driver, &world).await;
             },
         )
@@ -943,7 +942,7 @@ mod login {
             |driver| async move {
                 let world = World::start(std::net::Ipv6Addr::LOCALHOST.into()).await;
                 assert!(world.client.redirect_uri.starts_with("http://[::1]:"));
-                approve_then_redeem(&driver, &world).await;
+                approve_then_redeem(&driver, &world, "consent-page-ipv6.png").await;
             },
         )
         .await;
