@@ -112,23 +112,23 @@ impl Pattern {
         }
     }
 
-    /// The origin a browser is sent to, for the consent page's `form-action`.
+    /// The origin a browser is sent to, as a source of the consent page's
+    /// `form-action`. A CSP source cannot name an IPv6 literal (Chromium ignores
+    /// `http://[::1]:*`, then blocks the redirect to such a client after approval), so
+    /// a pattern for one yields its scheme (`http:`) instead.
     pub(super) fn origin(&self) -> String {
         match self {
+            Self::Exact(url) if matches!(url.host(), Some(url::Host::Ipv6(_))) => {
+                format!("{}:", url.scheme())
+            }
             Self::Exact(url) => url.origin().ascii_serialization(),
+            Self::Wild { scheme, host, .. } if host.contains(':') => format!("{scheme}:"),
             Self::Wild {
                 scheme, host, port, ..
-            } => {
-                let host = if host.contains(':') && !host.starts_with('[') {
-                    format!("[{host}]")
-                } else {
-                    host.clone()
-                };
-                match port {
-                    None => format!("{scheme}://{host}:*"),
-                    Some(p) => format!("{scheme}://{host}:{p}"),
-                }
-            }
+            } => match port {
+                None => format!("{scheme}://{host}:*"),
+                Some(p) => format!("{scheme}://{host}:{p}"),
+            },
         }
     }
 }
@@ -204,5 +204,28 @@ mod tests {
         ] {
             assert!(Pattern::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// CSP sources cannot name IPv6 literals: those patterns yield their scheme
+    /// (tests/browser.rs shows Chromium blocking an IPv6 loopback client otherwise).
+    #[test]
+    fn ipv6_patterns_give_a_scheme_source() {
+        let p = defaults();
+        let origins: Vec<String> = p.iter().map(Pattern::origin).collect();
+        assert_eq!(
+            origins,
+            ["http://127.0.0.1:*", "http://localhost:*", "http:"]
+        );
+        assert_eq!(
+            Pattern::parse("http://[::1]:8080/cb").unwrap().origin(),
+            "http:"
+        );
+        assert_eq!(
+            Pattern::parse("https://[2001:db8::1]/cb/*")
+                .unwrap()
+                .origin(),
+            "https:"
+        );
+        assert!(origins.iter().all(|o| !o.contains('[')));
     }
 }
