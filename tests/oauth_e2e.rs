@@ -94,7 +94,13 @@ fn proxy_command(emulator: Option<&Emulator>, port: u16) -> Command {
     command
 }
 
-fn spawn(mut command: Command, port: u16) -> Server {
+fn spawn(command: Command, port: u16) -> Server {
+    spawn_for(command, &format!("http://127.0.0.1:{port}"))
+}
+
+/// Starts a server whose public origin is `base` (another replica's, behind a
+/// "load balancer" that is the test itself).
+fn spawn_for(mut command: Command, base: &str) -> Server {
     let mut child = command.spawn().expect("server starts");
     let stderr = Arc::new(Mutex::new(String::new()));
     let mut pipe = child.stderr.take().expect("stderr");
@@ -121,7 +127,7 @@ fn spawn(mut command: Command, port: u16) -> Server {
             break url.to_owned();
         }
     };
-    let base = format!("http://127.0.0.1:{port}");
+    let base = base.to_owned();
     assert_eq!(url, format!("{base}/mcp"));
     Server {
         child,
@@ -559,4 +565,106 @@ async fn real_mode_needs_a_signing_key_of_32_bytes() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("32 bytes"), "{stderr}");
     assert!(!stderr.contains("too-short-secret-123"), "{stderr}");
+}
+
+/// Two replicas of the example on one Redis (`MCP_STORAGE`), as behind a load
+/// balancer: a login made through replica A works on replica B and after A restarts,
+/// and the user's OCI session is exchanged once for both. Redis holds nothing in
+/// plaintext.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_logins_and_sessions_through_redis() {
+    let Some(redis) = common::redis::RedisServer::start() else {
+        return;
+    };
+    let fernet_key = oci_token_exchange::FernetKey::generate().unwrap();
+    let fernet_key = fernet_key.to_base64();
+    let (port_a, port_b) = (free_port(), free_port());
+    let emulator = domain(port_a, "alice@example.com").await;
+    let base = format!("http://127.0.0.1:{port_a}");
+    let replica = |port: u16| {
+        let mut command = proxy_command(Some(&emulator), port);
+        command
+            .env("MCP_BASE_URL", &base)
+            .env("MCP_STORAGE", redis.url())
+            .env("MCP_STORAGE_ENCRYPTION_KEY", fernet_key.expose_secret());
+        command
+    };
+    let a = spawn_for(replica(port_a), &base);
+    let mut browser = Browser::new();
+    let (client_a, token) = log_in(&a, &mut browser).await;
+    let who = call(&client_a, "whoami", json!({})).await;
+    assert_eq!(who["subject"], "alice@example.com");
+
+    // Replica B, reached directly: the token from A is good there.
+    let b = spawn_for(replica(port_b), &base);
+    let on_b = format!("http://127.0.0.1:{port_b}/mcp");
+    let client_b = ().serve(StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(on_b.as_str()).auth_header(token.clone()),
+    ))
+    .await
+    .expect("replica B accepts replica A's login");
+    let who = call(&client_b, "whoami", json!({})).await;
+    assert_eq!(who["subject"], "alice@example.com");
+    let get = call(&client_b, "oci_request", json!({"path": "/20160918/vcns"})).await;
+    assert_eq!(get["status"], 200, "{get}");
+    assert_eq!(
+        emulator.exchanges_for("alice@example.com"),
+        1,
+        "B used the session A stored"
+    );
+    client_b.cancel().await.unwrap();
+    client_a.cancel().await.unwrap();
+
+    // A restarts: the login survives.
+    drop(a);
+    let a = spawn_for(replica(port_a), &base);
+    let client_a = ().serve(StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(a.url.as_str()).auth_header(token.clone()),
+    ))
+    .await
+    .expect("the login survives a restart");
+    let who = call(&client_a, "whoami", json!({})).await;
+    assert_eq!(who["subject"], "alice@example.com");
+    assert_eq!(emulator.exchanges_for("alice@example.com"), 1);
+    assert_eq!(emulator.counters().logins, 1);
+
+    // Nothing readable in Redis.
+    let dump = redis_dump(&redis.url()).await;
+    assert!(!dump.is_empty());
+    for secret in [
+        token.as_str(),
+        SIGNING_KEY,
+        emulator.client_secret().expose_secret(),
+        fernet_key.expose_secret(),
+        "alice@example.com",
+    ] {
+        common::assert_no_secret_in(&dump, secret);
+    }
+    drop(b);
+}
+
+/// Every key and value in Redis, as text.
+#[cfg(feature = "redis")]
+async fn redis_dump(url: &str) -> String {
+    let client = redis::Client::open(url).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let mut dump = String::new();
+    for key in keys {
+        let value: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut connection)
+            .await
+            .unwrap_or(None);
+        dump.push_str(&key);
+        dump.push('=');
+        dump.push_str(&String::from_utf8_lossy(&value.unwrap_or_default()));
+        dump.push('\n');
+    }
+    dump
 }
