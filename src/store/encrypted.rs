@@ -265,12 +265,21 @@ mod tests {
     async fn values_are_tokens_in_the_inner_store_and_round_trip() {
         let inner = MemoryStore::default();
         let store = EncryptedStore::new(inner.clone(), fernet());
-        store.put("c", "k", b"secret-1".to_vec(), TTL).await.unwrap();
+        store
+            .put("c", "k", b"secret-1".to_vec(), TTL)
+            .await
+            .unwrap();
         let raw = inner.get("c", "k").await.unwrap().unwrap();
         assert!(!raw.windows(8).any(|w| w == b"secret-1"));
         assert!(raw.starts_with(b"gAAAAA"), "a fernet token");
-        assert_eq!(store.get("c", "k").await.unwrap(), Some(b"secret-1".to_vec()));
-        assert_eq!(store.take("c", "k").await.unwrap(), Some(b"secret-1".to_vec()));
+        assert_eq!(
+            store.get("c", "k").await.unwrap(),
+            Some(b"secret-1".to_vec())
+        );
+        assert_eq!(
+            store.take("c", "k").await.unwrap(),
+            Some(b"secret-1".to_vec())
+        );
         assert_eq!(store.get("c", "k").await.unwrap(), None);
         assert!(store.encrypts_at_rest());
         assert!(!store.is_shared());
@@ -306,8 +315,18 @@ mod tests {
     #[tokio::test]
     async fn locks_work_through_the_wrapper() {
         let store = EncryptedStore::new(MemoryStore::default(), fernet());
-        assert!(store.put_if_absent("lock", "k", b"a".to_vec(), TTL).await.unwrap());
-        assert!(!store.put_if_absent("lock", "k", b"b".to_vec(), TTL).await.unwrap());
+        assert!(
+            store
+                .put_if_absent("lock", "k", b"a".to_vec(), TTL)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .put_if_absent("lock", "k", b"b".to_vec(), TTL)
+                .await
+                .unwrap()
+        );
         assert!(!store.delete_if_equal("lock", "k", b"b").await.unwrap());
         assert!(store.delete_if_equal("lock", "k", b"a").await.unwrap());
         assert!(!store.delete_if_equal("lock", "k", b"a").await.unwrap());
