@@ -21,7 +21,11 @@
 //! confidential app's redirect URL is `$MCP_BASE_URL/auth/callback`. Also read:
 //! `MCP_JWT_SIGNING_KEY` (at least 32 bytes; required with a real domain),
 //! `MCP_ALLOWED_REDIRECT_URIS` (comma-separated patterns; default loopback `http`),
-//! `MCP_CONSENT` (`on` or `off`), `MCP_STORAGE` (`memory`). On the emulator:
+//! `MCP_CONSENT` (`on` or `off`), `MCP_STORAGE` (`memory`, or with feature `redis`
+//! `redis://[user:password@]host[:port][/db]` or `rediss://...`: logins shared by
+//! replicas and kept across restarts) and `MCP_STORAGE_ENCRYPTION_KEY` (required with
+//! Redis: Fernet keys as made by Python's `Fernet.generate_key()`, comma-separated,
+//! the first encrypts). On the emulator:
 //!
 //! ```text
 //! MCP_BASE_URL=http://127.0.0.1:8000 cargo run --example mcp_server --features oauth-proxy,emulator
@@ -253,7 +257,8 @@ async fn run() -> Result<(), BoxError> {
                 client_id: &client_id,
                 client_secret: &client_secret,
                 emulated: cfg!(feature = "emulator") && var("OCI_DOMAIN_URL").is_none(),
-            })?;
+            })
+            .await?;
             // The authorization server's endpoints are open; everything else (the MCP
             // endpoint and its RFC 9728 metadata) is behind the proxy's tokens.
             let guarded = tower::Layer::layer(&proxy.bearer_auth().layer(), mcp);
@@ -278,7 +283,9 @@ async fn run() -> Result<(), BoxError> {
 mod proxy {
     //! OAuth-proxy mode: the configuration read from the environment.
 
-    use oci_token_exchange::OAuthProxy;
+    use std::sync::Arc;
+
+    use oci_token_exchange::{OAuthProxy, Store};
 
     use super::BoxError;
 
@@ -292,7 +299,7 @@ mod proxy {
         pub(crate) emulated: bool,
     }
 
-    pub(crate) fn build(settings: Settings<'_>) -> Result<OAuthProxy, BoxError> {
+    pub(crate) async fn build(settings: Settings<'_>) -> Result<OAuthProxy, BoxError> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let signing_key = match var("MCP_JWT_SIGNING_KEY") {
             Some(key) => key.into_bytes(),
@@ -309,11 +316,6 @@ mod proxy {
                 );
             }
         };
-        match var("MCP_STORAGE").as_deref() {
-            None | Some("memory") => {}
-            // Never echo the value: a Redis URL may carry a password.
-            Some(_) => return Err("MCP_STORAGE: this build supports only `memory`".into()),
-        }
         let consent = match var("MCP_CONSENT").as_deref() {
             None | Some("on") => true,
             Some("off") => false,
@@ -326,6 +328,9 @@ mod proxy {
             .client_credentials(settings.client_id, settings.client_secret)
             .signing_key(signing_key)
             .consent(consent);
+        if let Some(store) = store().await? {
+            builder = builder.store(store);
+        }
         if let Some(patterns) = var("MCP_ALLOWED_REDIRECT_URIS") {
             // Operators add patterns (https://claude.ai/api/mcp/auth_callback, ...) to
             // the default: loopback http on any port.
@@ -337,6 +342,46 @@ mod proxy {
             builder = builder.allowed_redirect_uris(patterns);
         }
         Ok(builder.build()?)
+    }
+
+    /// The store `MCP_STORAGE` names: `None` for `memory` (the default, one
+    /// process), Redis encrypted with `MCP_STORAGE_ENCRYPTION_KEY` for `redis://` or
+    /// `rediss://` (replicas share logins through it). Never echoes the URL: it may
+    /// carry a password.
+    async fn store() -> Result<Option<Arc<dyn Store>>, BoxError> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        match var("MCP_STORAGE") {
+            None => Ok(None),
+            Some(s) if s == "memory" => Ok(None),
+            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                redis_store(&url, var("MCP_STORAGE_ENCRYPTION_KEY")).await
+            }
+            Some(_) => Err("MCP_STORAGE must be `memory`, `redis://...` or `rediss://...`".into()),
+        }
+    }
+
+    #[cfg(feature = "redis")]
+    async fn redis_store(
+        url: &str,
+        key: Option<String>,
+    ) -> Result<Option<Arc<dyn Store>>, BoxError> {
+        use oci_token_exchange::{EncryptedStore, Fernet, RedisStore};
+        let key = key.ok_or(
+            "MCP_STORAGE_ENCRYPTION_KEY is required with a Redis MCP_STORAGE: one or more \
+             Fernet keys (Fernet.generate_key()), comma-separated, the first encrypts",
+        )?;
+        let fernet =
+            Fernet::from_env_value(&key).map_err(|e| format!("MCP_STORAGE_ENCRYPTION_KEY: {e}"))?;
+        let redis = RedisStore::connect(url)
+            .await
+            .map_err(|e| format!("MCP_STORAGE: {e}"))?;
+        tracing::info!(store = ?redis, "oauth proxy state in redis, encrypted");
+        Ok(Some(Arc::new(EncryptedStore::new(redis, fernet))))
+    }
+
+    #[cfg(not(feature = "redis"))]
+    async fn redis_store(_: &str, _: Option<String>) -> Result<Option<Arc<dyn Store>>, BoxError> {
+        Err("MCP_STORAGE: this build has no Redis support; build with `--features redis`".into())
     }
 
     /// The proxy's default redirect URI patterns.

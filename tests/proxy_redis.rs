@@ -557,3 +557,28 @@ async fn the_proxy_refuses_a_plain_redis_store() {
         .build()
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_upstream_refreshes_on_two_replicas_keep_the_login() {
+    let Some(d) = deployment(Duration::from_secs(300)).await else {
+        return;
+    };
+    let a = d.replica().await;
+    let b = d.replica().await;
+    let client_id = d.register(&a).await;
+    let (redirect, _) = d.login(&client_id, [&a, &a, &a, &a]).await;
+    let tokens = d.redeem(&a, &client_id, &redirect["code"]).await;
+    let access = secret_str(&tokens, "access_token");
+    assert_eq!(d.mcp(&a, &access).await.0, StatusCode::OK);
+    d.clock.advance(Duration::from_secs(250));
+    // Both replicas find the upstream token near expiry at once; the domain rotates
+    // refresh tokens and refuses a used one.
+    let (on_a, on_b) = tokio::join!(d.mcp(&a, &access), d.mcp(&b, &access));
+    assert_eq!(on_a.0, StatusCode::OK, "{}", on_a.1);
+    assert_eq!(on_b.0, StatusCode::OK, "{}", on_b.1);
+    assert_eq!(
+        d.mcp(&a, &access).await.0,
+        StatusCode::OK,
+        "the login lives on"
+    );
+}

@@ -764,3 +764,37 @@ async fn encrypted_compare_and_delete_spares_a_value_replaced_in_between() {
     assert!(racy.delete_if_equal("lock", "k", b"me").await.unwrap());
     assert_eq!(raw(&mut conn).await, None);
 }
+
+#[tokio::test]
+async fn an_outage_is_logged_once_without_the_password() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let mut conn = server.client().await;
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("log-pw-secret")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let url = format!("redis://:log-pw-secret@127.0.0.1:{}", server.port());
+    let store = RedisStore::connect(&url).await.unwrap();
+    let (capture, _guard) = common::LogCapture::start();
+    store
+        .put("c", "k", b"logged-value-secret".to_vec(), TTL)
+        .await
+        .unwrap();
+    server.stop();
+    for _ in 0..4 {
+        assert!(bounded(store.get("c", "k")).await.is_err());
+    }
+    let text = capture.text();
+    assert_eq!(
+        text.matches("redis store unreachable").count(),
+        1,
+        "once per outage:\n{text}"
+    );
+    assert!(!text.contains("log-pw-secret"), "{text}");
+    assert!(!text.contains("logged-value-secret"), "{text}");
+}

@@ -14,6 +14,15 @@ use crate::secret::SecretString;
 /// The upstream access token is refreshed when it expires within this margin: a
 /// call in progress keeps a token that is valid for at least this long.
 const REFRESH_MARGIN: Duration = Duration::from_secs(60);
+/// The collection of the cross-replica refresh locks, one per token set.
+const REFRESH_LOCKS: &str = "refresh_lock";
+/// How long a refresh lock outlives a holder that died mid-refresh: longer than one
+/// refresh at the domain (the HTTP client's 15 s total timeout).
+const REFRESH_LOCK_TTL: Duration = Duration::from_secs(20);
+/// A replica waiting for another's refresh re-reads the set this often...
+const REFRESH_WAIT_STEP: Duration = Duration::from_millis(50);
+/// ...at most this many times (10 s), then gives up for this call.
+const REFRESH_WAIT_STEPS: u32 = 200;
 
 /// Why no usable upstream token set is available.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,7 +142,69 @@ fn refresh_locked<'a>(
     Box::pin(refresh_locked_inner(inner, set_id))
 }
 
+/// One refresh per set at a time across the replicas that share the store: a lock
+/// (`put_if_absent`, [`REFRESH_LOCK_TTL`]) is taken first, and a replica that finds
+/// it held re-reads the set until the holder has stored the refreshed one (bounded).
+/// Without it two replicas would refresh with the same refresh token, and the domain,
+/// which rotates them, would refuse the second and end the login. When the lock
+/// cannot be had (the wait ran out, or the store failed), a shared store's replica
+/// does not race the holder: it answers with the set while it is still valid, else
+/// [`SetError::Unavailable`]; an in-process store refreshes anyway.
 async fn refresh_locked_inner(inner: &Inner, set_id: &str) -> Result<TokenSet, SetError> {
+    let store = inner.store.as_ref();
+    let Ok(owner) = super::crypto::random_token() else {
+        return refresh_set(inner, set_id).await;
+    };
+    let mut held = false;
+    for _ in 0..REFRESH_WAIT_STEPS {
+        match store
+            .put_if_absent(
+                REFRESH_LOCKS,
+                set_id,
+                owner.as_bytes().to_vec(),
+                REFRESH_LOCK_TTL,
+            )
+            .await
+        {
+            Ok(true) => {
+                held = true;
+                break;
+            }
+            Ok(false) => {}
+            Err(_) => break,
+        }
+        tokio::time::sleep(REFRESH_WAIT_STEP).await;
+        let set = model::get::<TokenSet>(store, SETS, set_id)
+            .await
+            .map_err(|_| SetError::Unavailable)?
+            .ok_or(SetError::Gone)?;
+        if fresh(inner, &set) {
+            return Ok(set);
+        }
+    }
+    if !held && store.is_shared() {
+        // Another replica is still refreshing (or the store fails): do not race it.
+        let set = model::get::<TokenSet>(store, SETS, set_id)
+            .await
+            .ok()
+            .flatten();
+        return match set {
+            Some(set) if set.access_expires_at > model::unix(inner.clock.now()) => Ok(set),
+            _ => Err(SetError::Unavailable),
+        };
+    }
+    let result = refresh_set(inner, set_id).await;
+    if held {
+        let _ = store
+            .delete_if_equal(REFRESH_LOCKS, set_id, owner.as_bytes())
+            .await;
+    }
+    result
+}
+
+/// Refreshes the set at the domain unless it is fresh by now (the caller holds the
+/// set's locks).
+async fn refresh_set(inner: &Inner, set_id: &str) -> Result<TokenSet, SetError> {
     let store = inner.store.as_ref();
     let set = model::get::<TokenSet>(store, SETS, set_id)
         .await
