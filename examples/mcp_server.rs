@@ -235,8 +235,20 @@ async fn run() -> Result<(), BoxError> {
     let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
         .with(SigningMiddleware::per_request())
         .build();
+    let mut signers = SignerCache::builder(exchange);
+    // With MCP_STORAGE=redis://..., replicas share the logins and the users' OCI
+    // sessions: one token exchange per user, not one per replica.
+    #[cfg(feature = "oauth-proxy")]
+    let store = match &base_url {
+        Some(_) => proxy::store().await?,
+        None => None,
+    };
+    #[cfg(feature = "oauth-proxy")]
+    if let Some(store) = &store {
+        signers = signers.store(Arc::clone(store));
+    }
     let tools = OciTools {
-        signers: SignerCache::builder(exchange).build(),
+        signers: signers.build(),
         http,
         api_base: api_base.trim_end_matches('/').to_owned(),
         tool_router: OciTools::tool_router(),
@@ -257,8 +269,8 @@ async fn run() -> Result<(), BoxError> {
                 client_id: &client_id,
                 client_secret: &client_secret,
                 emulated: cfg!(feature = "emulator") && var("OCI_DOMAIN_URL").is_none(),
-            })
-            .await?;
+                store,
+            })?;
             // The authorization server's endpoints are open; everything else (the MCP
             // endpoint and its RFC 9728 metadata) is behind the proxy's tokens.
             let guarded = tower::Layer::layer(&proxy.bearer_auth().layer(), mcp);
@@ -297,9 +309,11 @@ mod proxy {
         pub(crate) client_secret: &'a str,
         /// On the emulator: a random signing key when none is given.
         pub(crate) emulated: bool,
+        /// Where the state lives (`None`: in this process).
+        pub(crate) store: Option<Arc<dyn Store>>,
     }
 
-    pub(crate) async fn build(settings: Settings<'_>) -> Result<OAuthProxy, BoxError> {
+    pub(crate) fn build(settings: Settings<'_>) -> Result<OAuthProxy, BoxError> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let signing_key = match var("MCP_JWT_SIGNING_KEY") {
             Some(key) => key.into_bytes(),
@@ -328,7 +342,7 @@ mod proxy {
             .client_credentials(settings.client_id, settings.client_secret)
             .signing_key(signing_key)
             .consent(consent);
-        if let Some(store) = store().await? {
+        if let Some(store) = settings.store {
             builder = builder.store(store);
         }
         if let Some(patterns) = var("MCP_ALLOWED_REDIRECT_URIS") {
@@ -348,7 +362,7 @@ mod proxy {
     /// process), Redis encrypted with `MCP_STORAGE_ENCRYPTION_KEY` for `redis://` or
     /// `rediss://` (replicas share logins through it). Never echoes the URL: it may
     /// carry a password.
-    async fn store() -> Result<Option<Arc<dyn Store>>, BoxError> {
+    pub(crate) async fn store() -> Result<Option<Arc<dyn Store>>, BoxError> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         match var("MCP_STORAGE") {
             None => Ok(None),

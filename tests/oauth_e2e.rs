@@ -599,11 +599,12 @@ async fn two_replicas_share_logins_and_sessions_through_redis() {
     // Replica B, reached directly: the token from A is good there.
     let b = spawn_for(replica(port_b), &base);
     let on_b = format!("http://127.0.0.1:{port_b}/mcp");
-    let client_b = ().serve(StreamableHttpClientTransport::from_config(
-        StreamableHttpClientTransportConfig::with_uri(on_b.as_str()).auth_header(token.clone()),
-    ))
-    .await
-    .expect("replica B accepts replica A's login");
+    let client_b = ()
+        .serve(StreamableHttpClientTransport::from_config(
+            StreamableHttpClientTransportConfig::with_uri(on_b.as_str()).auth_header(token.clone()),
+        ))
+        .await
+        .expect("replica B accepts replica A's login");
     let who = call(&client_b, "whoami", json!({})).await;
     assert_eq!(who["subject"], "alice@example.com");
     let get = call(&client_b, "oci_request", json!({"path": "/20160918/vcns"})).await;
@@ -619,11 +620,13 @@ async fn two_replicas_share_logins_and_sessions_through_redis() {
     // A restarts: the login survives.
     drop(a);
     let a = spawn_for(replica(port_a), &base);
-    let client_a = ().serve(StreamableHttpClientTransport::from_config(
-        StreamableHttpClientTransportConfig::with_uri(a.url.as_str()).auth_header(token.clone()),
-    ))
-    .await
-    .expect("the login survives a restart");
+    let client_a = ()
+        .serve(StreamableHttpClientTransport::from_config(
+            StreamableHttpClientTransportConfig::with_uri(a.url.as_str())
+                .auth_header(token.clone()),
+        ))
+        .await
+        .expect("the login survives a restart");
     let who = call(&client_a, "whoami", json!({})).await;
     assert_eq!(who["subject"], "alice@example.com");
     assert_eq!(emulator.exchanges_for("alice@example.com"), 1);

@@ -35,6 +35,7 @@ pub fn example(name: &str) -> PathBuf {
         ("mcp", cfg!(feature = "mcp")),
         ("middleware", cfg!(feature = "middleware")),
         ("oauth-proxy", cfg!(feature = "oauth-proxy")),
+        ("redis", cfg!(feature = "redis")),
     ]
     .into_iter()
     .filter_map(|(feature, on)| on.then_some(feature))
