@@ -64,6 +64,8 @@ fn first_use(
         SignerCache::builder(exchange.clone())
             .key_pool(KeyPool::new(pool))
             .store(Arc::clone(&store))
+            // The plain RedisStore measures the store path without encryption.
+            .allow_unencrypted_store()
             .build()
     };
 

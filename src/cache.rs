@@ -248,20 +248,39 @@ pub struct SignerCacheBuilder {
     clock: Option<Arc<dyn Clock>>,
     margin: Duration,
     store: Option<Arc<dyn Store>>,
+    allow_unencrypted_store: bool,
     lock_ttl: Duration,
     store_timeout: Duration,
 }
+
+/// Why a store shared with other processes must encrypt (the sessions hold UPSTs
+/// and their private keys).
+const UNENCRYPTED_STORE: &str = "the session store is shared but does not encrypt at rest: wrap it in an EncryptedStore (allow_unencrypted_store is for tests only)";
 
 impl SignerCacheBuilder {
     /// Shares sessions with the other replicas through `store` (default: none).
     ///
     /// A session is stored in collection `session` under base64url(SHA-256(user
     /// token)) (never the token) until its UPST expires; its value holds the UPST
-    /// and its private key (PKCS#8), so wrap a remote store in an encrypting
-    /// wrapper. Exchanges take the lock `session-lock` (same key, `SET NX PX`).
+    /// and its private key (PKCS#8). Exchanges take the lock `session-lock` (same
+    /// key, `SET NX PX`).
+    ///
+    /// A store shared with other processes ([`Store::is_shared`], e.g. a Redis
+    /// store) must encrypt at rest ([`Store::encrypts_at_rest`], e.g. wrapped in an
+    /// `EncryptedStore`): [`try_build`](Self::try_build) refuses one that does not,
+    /// and [`build`](Self::build) shares nothing through it (unless
+    /// [`allow_unencrypted_store`](Self::allow_unencrypted_store)).
     #[must_use]
     pub fn store(mut self, store: Arc<dyn Store>) -> Self {
         self.store = Some(store);
+        self
+    }
+
+    /// Accepts a shared store that does not encrypt (plaintext UPSTs and private
+    /// keys in Redis). For tests only.
+    #[must_use]
+    pub fn allow_unencrypted_store(mut self) -> Self {
+        self.allow_unencrypted_store = true;
         self
     }
 
@@ -316,8 +335,39 @@ impl SignerCacheBuilder {
     }
 
     /// Builds the cache.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidConfig`] for a [`store`](Self::store) shared with other
+    /// processes that does not encrypt at rest, without
+    /// [`allow_unencrypted_store`](Self::allow_unencrypted_store).
+    pub fn try_build(self) -> Result<SignerCache> {
+        if self.refuses_store() {
+            return Err(Error::new(ErrorKind::InvalidConfig, UNENCRYPTED_STORE));
+        }
+        Ok(self.build_unchecked())
+    }
+
+    /// Builds the cache. A [`store`](Self::store) that
+    /// [`try_build`](Self::try_build) refuses is not used (each replica exchanges
+    /// for itself) and an error is logged.
     #[must_use]
-    pub fn build(self) -> SignerCache {
+    pub fn build(mut self) -> SignerCache {
+        if self.refuses_store() {
+            tracing::error!("{UNENCRYPTED_STORE}; sessions are not shared");
+            self.store = None;
+        }
+        self.build_unchecked()
+    }
+
+    /// Whether the store is shared, does not encrypt, and was not allowed to.
+    fn refuses_store(&self) -> bool {
+        self.store
+            .as_ref()
+            .is_some_and(|store| store.is_shared() && !store.encrypts_at_rest())
+            && !self.allow_unencrypted_store
+    }
+
+    fn build_unchecked(self) -> SignerCache {
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let counters = Arc::new(Counters::default());
         let listener_counters = Arc::clone(&counters);
@@ -394,6 +444,7 @@ impl SignerCache {
             clock: None,
             margin: DEFAULT_REFRESH_MARGIN,
             store: None,
+            allow_unencrypted_store: false,
             lock_ttl: DEFAULT_LOCK_TTL,
             store_timeout: DEFAULT_STORE_TIMEOUT,
         }

@@ -11,15 +11,15 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use oci_token_exchange::{
-    CacheStats, Credentials, Emulator, FixedClock, KeyPool, MemoryStore, SecretString, SignerCache,
-    Store, StoreFuture, TokenExchange, UserTokenOptions,
+    CacheStats, Credentials, Emulator, ErrorKind, FixedClock, KeyPool, MemoryStore, SecretString,
+    SignerCache, SignerCacheBuilder, Store, StoreFuture, TokenExchange, UserTokenOptions,
 };
 use sha2::Digest as _;
 
@@ -63,13 +63,20 @@ impl World {
         )
     }
 
-    fn replica(&self, store: &Arc<dyn Store>) -> SignerCache {
+    /// A replica's builder, sharing through `store`.
+    fn builder(&self, store: &Arc<dyn Store>) -> SignerCacheBuilder {
         SignerCache::builder(self.exchange.clone())
             .key_pool(KeyPool::new(2))
             .clock(self.clock.clone())
             .store(Arc::clone(store))
             .store_timeout(Duration::from_millis(300))
-            .build()
+    }
+
+    /// A replica. The scenarios also run on a plain `RedisStore` (so that a test
+    /// can read what the crate stores), hence the opt-in; the production shape,
+    /// `EncryptedStore<RedisStore>`, is tested without it.
+    fn replica(&self, store: &Arc<dyn Store>) -> SignerCache {
+        self.builder(store).allow_unencrypted_store().build()
     }
 
     fn replicas(&self, store: &Arc<dyn Store>, n: usize) -> Vec<SignerCache> {
@@ -131,13 +138,17 @@ const UP: u8 = 0;
 const ERRORS: u8 = 1;
 const HANGS: u8 = 2;
 
-/// A store that passes calls to `inner`, or fails or hangs on demand, and records
-/// every key and value written.
+/// A store that passes calls to `inner`, or fails, hangs or answers reads slowly
+/// on demand, and records every key and value written. It says it is shared and
+/// encrypts at rest when `inner` does, or shared when told to.
 #[derive(Debug)]
 struct TestStore {
     inner: Arc<dyn Store>,
     mode: AtomicU8,
     written: Mutex<Vec<(String, String, Vec<u8>)>>,
+    claims_shared: AtomicBool,
+    /// Added to every `get`, in milliseconds.
+    read_delay_ms: AtomicU64,
 }
 
 impl TestStore {
@@ -146,11 +157,26 @@ impl TestStore {
             inner,
             mode: AtomicU8::new(UP),
             written: Mutex::default(),
+            claims_shared: AtomicBool::new(false),
+            read_delay_ms: AtomicU64::new(0),
         })
+    }
+
+    /// A store that says it lives outside the process (like `RedisStore`) and does
+    /// not encrypt.
+    fn plain_shared(inner: Arc<dyn Store>) -> Arc<Self> {
+        let store = Self::new(inner);
+        store.claims_shared.store(true, Ordering::SeqCst);
+        store
     }
 
     fn set(&self, mode: u8) {
         self.mode.store(mode, Ordering::SeqCst);
+    }
+
+    fn slow_reads(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap();
+        self.read_delay_ms.store(ms, Ordering::SeqCst);
     }
 
     fn gate<'a, T: Send + 'a>(&'a self, up: StoreFuture<'a, T>) -> StoreFuture<'a, T> {
@@ -174,7 +200,12 @@ impl TestStore {
 
 impl Store for TestStore {
     fn get(&self, collection: &str, key: &str) -> StoreFuture<'_, Option<Vec<u8>>> {
-        self.gate(self.inner.get(collection, key))
+        let delay = Duration::from_millis(self.read_delay_ms.load(Ordering::SeqCst));
+        let read = self.inner.get(collection, key);
+        self.gate(Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            read.await
+        }))
     }
 
     fn put(
@@ -214,6 +245,14 @@ impl Store for TestStore {
         expected: &[u8],
     ) -> StoreFuture<'_, bool> {
         self.gate(self.inner.delete_if_equal(collection, key, expected))
+    }
+
+    fn encrypts_at_rest(&self) -> bool {
+        self.inner.encrypts_at_rest()
+    }
+
+    fn is_shared(&self) -> bool {
+        self.claims_shared.load(Ordering::SeqCst) || self.inner.is_shared()
     }
 }
 
@@ -520,6 +559,119 @@ async fn memory_abandoned_lock_expires() {
     assert_eq!(replica.stats().shared_exchanges, 1, "it took the lock");
 }
 
+/// A slow but answering store (each read takes 400 ms, well under the 2 s bound
+/// of one operation) and a lock whose holder never publishes: each wait for the
+/// holder is bounded by the lock's lifetime (300 ms) as a whole, reads included,
+/// not by the sum of its pauses. Three rounds of contention, then an exchange.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_lock_wait_is_bounded_with_a_slow_store() {
+    let w = world(Duration::from_secs(3600)).await;
+    let test_store = TestStore::new(memory());
+    let store: Arc<dyn Store> = test_store.clone();
+    let token = w.token("wes");
+    store
+        .put_if_absent(
+            "session-lock",
+            &session_key(&token),
+            b"stuck".to_vec(),
+            Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
+    test_store.slow_reads(Duration::from_millis(400));
+    let replica = SignerCache::builder(w.exchange.clone())
+        .key_pool(KeyPool::new(1))
+        .clock(w.clock.clone())
+        .store(Arc::clone(&store))
+        .store_lock_ttl(Duration::from_millis(300))
+        .store_timeout(Duration::from_secs(2))
+        .build();
+    let started = tokio::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(30), w.call(&replica, &token))
+        .await
+        .expect("the wait is bounded");
+    let took = started.elapsed();
+    // One first look (400 ms), three waits of at most 300 ms, a key and the
+    // exchange: about 2 s. Counting only the pauses, each wait made four rounds of
+    // two reads: over 10 s.
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert_eq!(w.emulator.exchanges_for("wes"), 1);
+    assert_eq!(replica.stats().store_errors, 0, "the store answered");
+}
+
+/// `build()` given a store shared with other processes that does not encrypt
+/// shares nothing through it: the UPST and its private key never reach it in
+/// plaintext. The call still works (a local exchange), and an error names the
+/// problem, with no secret.
+#[test]
+fn plain_shared_store_receives_no_session() {
+    let (capture, _guard) = common::LogCapture::start();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (token, upst) = runtime.block_on(async {
+        let w = world(Duration::from_secs(3600)).await;
+        let test_store = TestStore::plain_shared(memory());
+        let store: Arc<dyn Store> = test_store.clone();
+        let replica = SignerCache::builder(w.exchange.clone())
+            .key_pool(KeyPool::new(1))
+            .clock(w.clock.clone())
+            .store(Arc::clone(&store))
+            .build();
+        let token = w.token("xan");
+        let credentials = w.call(&replica, &token).await;
+        assert_eq!(w.emulator.exchanges_for("xan"), 1);
+        assert!(
+            test_store.written.lock().unwrap().is_empty(),
+            "nothing written to a plaintext shared store"
+        );
+        assert_eq!(replica.stats().store_ops, 0);
+        let upst = credentials.session().unwrap().upst().token().clone();
+        (token, upst)
+    });
+    let text = capture.text();
+    assert!(
+        text.contains("ERROR") && text.contains("does not encrypt"),
+        "{text}"
+    );
+    capture.assert_free_of("user token", token.expose_secret());
+    capture.assert_free_of("UPST", upst.expose_secret());
+}
+
+/// `try_build` refuses a shared store that does not encrypt; the test-only opt-in
+/// accepts it (and sessions are shared through it); a store in the process
+/// (`MemoryStore`) needs no opt-in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn try_build_refuses_a_plain_shared_store_without_the_opt_in() {
+    let w = world(Duration::from_secs(3600)).await;
+    let test_store = TestStore::plain_shared(memory());
+    let store: Arc<dyn Store> = test_store.clone();
+    let error = w.builder(&store).try_build().unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::InvalidConfig);
+    assert!(error.to_string().contains("EncryptedStore"), "{error}");
+
+    let allowed = w
+        .builder(&store)
+        .allow_unencrypted_store()
+        .try_build()
+        .expect("opted in");
+    w.call(&allowed, &w.token("yul")).await;
+    assert!(
+        test_store
+            .written
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(c, _, _)| c == "session"),
+        "shared through the store"
+    );
+
+    let local = w.builder(&memory()).try_build().expect("not shared");
+    w.call(&local, &w.token("zed")).await;
+    assert_eq!(local.stats().shared_exchanges, 1);
+}
+
 /// An outage is logged once (a warning) and its end once (info), with no secret.
 #[test]
 fn store_outage_is_logged_once() {
@@ -699,7 +851,9 @@ mod on_redis {
         let key = FernetKey::generate().unwrap();
         let store = encrypted(RedisStore::connect(&server.url()).await.unwrap(), &key);
         let w = world(Duration::from_secs(3600)).await;
-        let replicas = w.replicas(&store, 3);
+        let replicas: Vec<SignerCache> = (0..3)
+            .map(|_| w.builder(&store).try_build().expect("encrypting store"))
+            .collect();
         let token = w.token("val");
         w.fifty_calls(&replicas, &token).await;
         assert_eq!(w.emulator.exchanges_for("val"), 1);
@@ -733,5 +887,22 @@ mod on_redis {
         w.call(&stranger, &token).await;
         assert_eq!(w.emulator.exchanges_for("val"), 2, "undecryptable: a miss");
         assert_eq!(stranger.stats().store_hits, 0);
+    }
+
+    /// A plain `RedisStore` (shared, no encryption): `try_build` refuses it, and
+    /// `build` shares nothing through it: after a call, Redis is empty.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_plain_store_holds_no_session_without_the_opt_in() {
+        let Some((server, store)) = redis().await else {
+            return;
+        };
+        let w = world(Duration::from_secs(3600)).await;
+        let error = w.builder(&store).try_build().unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::InvalidConfig);
+        let replica = w.builder(&store).build();
+        w.call(&replica, &w.token("abe")).await;
+        assert_eq!(w.emulator.exchanges_for("abe"), 1);
+        assert_eq!(replica.stats().store_ops, 0);
+        assert!(server.dump().await.is_empty(), "no session in plain Redis");
     }
 }

@@ -277,26 +277,34 @@ impl SessionStore {
         result
     }
 
-    /// Waits for the lock holder's session, at most the lock's lifetime: the
-    /// session, or `None` when the lock went (or expired) without one.
+    /// Waits for the lock holder's session, at most the lock's lifetime in all
+    /// (store round trips included, so a slow store cannot stretch it): the
+    /// session, or `None` when the lock went (or expired, or outlived the wait)
+    /// without one.
     async fn wait(&self, shared: &Shared, lookup: &Lookup<'_>) -> Result<Option<Arc<OciSession>>> {
-        let mut delay = POLL_FIRST;
-        let mut waited = Duration::ZERO;
-        while waited < self.lock_ttl {
-            tokio::time::sleep(delay).await;
-            waited = waited.saturating_add(delay);
-            delay = delay.saturating_mul(2).min(POLL_MAX);
-            if let Some(session) = self.look(shared, lookup).await? {
-                return Ok(Some(session));
+        let polls = async {
+            let mut delay = POLL_FIRST;
+            loop {
+                tokio::time::sleep(delay).await;
+                delay = delay.saturating_mul(2).min(POLL_MAX);
+                if let Some(session) = self.look(shared, lookup).await? {
+                    return Ok(Some(session));
+                }
+                let lock = self.op(self.store.get(LOCK_COLLECTION, &lookup.key));
+                if lock.await?.is_none() {
+                    // The holder publishes before it releases: one last look.
+                    return self.look(shared, lookup).await;
+                }
             }
-            let lock = self.op(self.store.get(LOCK_COLLECTION, &lookup.key));
-            if lock.await?.is_none() {
-                // The holder publishes before it releases: one last look.
-                return self.look(shared, lookup).await;
+        };
+        // `timeout` saturates a huge lifetime instead of overflowing.
+        match tokio::time::timeout(self.lock_ttl, polls).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                tracing::debug!("shared session lock outlived its wait");
+                Ok(None)
             }
         }
-        tracing::debug!("shared session lock outlived its wait");
-        Ok(None)
     }
 
     /// The usable session the store holds for this token, if any. An entry that
