@@ -248,7 +248,7 @@ async fn run() -> Result<(), BoxError> {
         signers = signers.store(Arc::clone(store));
     }
     let tools = OciTools {
-        signers: signers.build(),
+        signers: signers.try_build()?,
         http,
         api_base: api_base.trim_end_matches('/').to_owned(),
         tool_router: OciTools::tool_router(),
