@@ -304,6 +304,19 @@ impl Env {
             .status()
     }
 
+    async fn refresh(
+        &self,
+        client_id: &str,
+        refresh_token: &str,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        self.token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", client_id),
+            ("refresh_token", refresh_token),
+        ])
+        .await
+    }
+
     /// Everything a login leaves behind, clients aside.
     fn state_count(&self) -> usize {
         ["txn", "code", "set", "jti", "refresh"]
@@ -427,10 +440,13 @@ async fn full_flow_register_login_call_refresh_revoke() {
     assert_eq!(status, StatusCode::OK, "{renewed}");
     let access2 = renewed["access_token"].as_str().unwrap().to_owned();
     assert_ne!(renewed["refresh_token"], tokens["refresh_token"]);
+    assert_eq!(env.mcp(&access2).await.0, StatusCode::OK);
+    // A used refresh token is refused (and ends the login: see
+    // a_reused_refresh_token_revokes_the_login).
     let (status, _, reused) = env.token(&f).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(reused["error"], "invalid_grant");
-    assert_eq!(env.mcp(&access2).await.0, StatusCode::OK);
+    assert_eq!(env.mcp(&access2).await.0, StatusCode::UNAUTHORIZED);
 
     // Only the proxy's own tokens are accepted, not the domain's.
     let domain_token = env.emu.mint_user_token("demo-user");
@@ -1187,4 +1203,145 @@ async fn a_full_store_fails_requests_cleanly() {
     assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "server_error");
+}
+
+/// The `set_id` behind one of the proxy's access tokens (from its `jti` record).
+async fn set_id_of(env: &Env, access: &str) -> String {
+    use base64::Engine as _;
+    let payload = access.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    let jti = claims["jti"].as_str().unwrap();
+    let record: Value =
+        serde_json::from_slice(&env.store.get("jti", jti).await.unwrap().unwrap()).unwrap();
+    record["set_id"].as_str().unwrap().to_owned()
+}
+
+/// Review finding 2: a revocation during an upstream refresh is not undone when
+/// the refresh stores the renewed set.
+#[tokio::test]
+async fn a_revocation_during_an_upstream_refresh_stays_revoked() {
+    let env = env_with(Options {
+        upstream_ttl: Duration::from_secs(300),
+        ..Options::default()
+    })
+    .await;
+    let client_id = env.register().await;
+    let code = env.login(&client_id).await["code"].clone();
+    let tokens = env.redeem(&client_id, &code).await;
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    env.clock.advance(Duration::from_secs(350));
+    // The refresh at the domain takes a while; the revocation lands meanwhile.
+    env.emu
+        .inject_fault(Fault::Delay(Duration::from_millis(800)), 1);
+    let (_, revoked) = tokio::join!(env.mcp(&access), async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        env.revoke(&client_id, &access).await
+    });
+    assert_eq!(revoked, StatusCode::OK);
+    assert_eq!(
+        env.store.count("set"),
+        0,
+        "the refresh did not recreate the set"
+    );
+    let (status, _, body) = env.refresh(&client_id, &refresh).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+}
+
+/// Review finding 3: a refresh the domain refuses because another refresher
+/// rotated the refresh token meanwhile does not end the login.
+#[tokio::test]
+async fn a_refused_stale_refresh_token_does_not_end_a_login_refreshed_meanwhile() {
+    let env = env_with(Options {
+        upstream_ttl: Duration::from_secs(300),
+        ..Options::default()
+    })
+    .await;
+    let client_id = env.register().await;
+    let code = env.login(&client_id).await["code"].clone();
+    let tokens = env.redeem(&client_id, &code).await;
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let set_id = set_id_of(&env, &access).await;
+    let good = env.store.get("set", &set_id).await.unwrap().unwrap();
+    // The set as this caller reads it holds a refresh token the domain refuses...
+    let mut stale: Value = serde_json::from_slice(&good).unwrap();
+    stale["refresh_token"] = json!("rotated-out-refresh-token");
+    env.store
+        .put(
+            "set",
+            &set_id,
+            serde_json::to_vec(&stale).unwrap(),
+            Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
+    env.clock.advance(Duration::from_secs(350));
+    env.emu
+        .inject_fault(Fault::Delay(Duration::from_millis(800)), 1);
+    // ...and while the domain answers, another refresher stores the current one.
+    let (call, ()) = tokio::join!(env.mcp(&access), async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        env.store
+            .put("set", &set_id, good.clone(), Duration::from_secs(3600))
+            .await
+            .unwrap();
+    });
+    assert_ne!(call.0, StatusCode::OK, "{call:?}");
+    assert_eq!(env.store.count("set"), 1, "the login is kept");
+    assert_eq!(env.mcp(&access).await.0, StatusCode::OK);
+}
+
+/// Review finding 4: a refresh token used twice revokes the login (OAuth 2.1
+/// section 4.3.1).
+#[tokio::test]
+async fn a_reused_refresh_token_revokes_the_login() {
+    let env = env().await;
+    let client_id = env.register().await;
+    let code = env.login(&client_id).await["code"].clone();
+    let tokens = env.redeem(&client_id, &code).await;
+    let first = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let (status, _, rotated) = env.refresh(&client_id, &first).await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let access = rotated["access_token"].as_str().unwrap().to_owned();
+    let second = rotated["refresh_token"].as_str().unwrap().to_owned();
+    assert_eq!(env.mcp(&access).await.0, StatusCode::OK);
+    // The first token comes back: whoever holds it, the login ends.
+    let (status, _, body) = env.refresh(&client_id, &first).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    assert_eq!(env.store.count("set"), 0);
+    assert_eq!(env.mcp(&access).await.0, StatusCode::UNAUTHORIZED);
+    let (status, _, _) = env.refresh(&client_id, &second).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+/// Review finding 4: a transient failure does not burn the refresh token.
+#[tokio::test]
+async fn a_transient_failure_does_not_burn_the_refresh_token() {
+    let env = env_with(Options {
+        upstream_ttl: Duration::from_secs(300),
+        ..Options::default()
+    })
+    .await;
+    let client_id = env.register().await;
+    let code = env.login(&client_id).await["code"].clone();
+    let tokens = env.redeem(&client_id, &code).await;
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    env.clock.advance(Duration::from_secs(350));
+    env.emu.inject_fault(Fault::Status(503), 1);
+    let (status, _, body) = env.refresh(&client_id, &refresh).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let (status, _, body) = env.refresh(&client_id, &refresh).await;
+    assert_eq!(status, StatusCode::OK, "the same token works again: {body}");
+    assert_eq!(env.store.count("set"), 1);
 }
