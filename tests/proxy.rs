@@ -1191,8 +1191,8 @@ async fn a_full_store_fails_requests_cleanly() {
     assert_eq!(q["error"], "temporarily_unavailable");
     assert_eq!(q["state"], "client-state");
     assert_eq!(env.state_count(), 0, "the half-made login is cleaned up");
-    // Full again: registration answers a server error, not a panic or a hang.
-    env.register().await;
+    // A second client is over the client collection's share of a store this small:
+    // registration answers a server error, not a panic or a hang.
     let r = env
         .http
         .post(format!("{}/register", env.base))
@@ -1344,4 +1344,58 @@ async fn a_transient_failure_does_not_burn_the_refresh_token() {
     let (status, _, body) = env.refresh(&client_id, &refresh).await;
     assert_eq!(status, StatusCode::OK, "the same token works again: {body}");
     assert_eq!(env.store.count("set"), 1);
+}
+
+/// Review finding 1: a client nobody logs in with is kept an hour, one that
+/// redeemed a code 30 days.
+#[tokio::test]
+async fn unused_registrations_expire_within_an_hour_used_ones_are_kept() {
+    let env = env().await;
+    let unused = env.register().await;
+    let used = env.register().await;
+    let code = env.login(&used).await["code"].clone();
+    env.redeem(&used, &code).await;
+    env.clock.advance(Duration::from_secs(3601));
+    assert_eq!(env.store.count("client"), 1, "the unused client is gone");
+    let r = env.get(&browser(), &env.authorize_url(&unused, &[])).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let code = env.login(&used).await["code"].clone();
+    env.redeem(&used, &code).await;
+}
+
+/// Review finding 1: unauthenticated registrations and logins cannot fill the
+/// MemoryStore and crowd out token state.
+#[tokio::test]
+async fn junk_registrations_cannot_crowd_out_logins() {
+    let env = env_with(Options {
+        store_entries: 40,
+        ..Options::default()
+    })
+    .await;
+    let client_id = env.register().await;
+    // Someone registers clients until the store refuses them.
+    let mut refused = false;
+    for _ in 0..60 {
+        let r = env
+            .http
+            .post(format!("{}/register", env.base))
+            .json(&json!({"redirect_uris": [REDIRECT]}))
+            .send()
+            .await
+            .unwrap();
+        if r.status() != StatusCode::CREATED {
+            assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "the client collection is capped");
+    assert!(env.store.count("client") < 40 / 2);
+    // An existing client still logs in, redeems and refreshes.
+    let code = env.login(&client_id).await["code"].clone();
+    let tokens = env.redeem(&client_id, &code).await;
+    let (status, _, body) = env
+        .refresh(&client_id, tokens["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }

@@ -33,8 +33,12 @@ pub(super) struct Client {
     pub(super) issued_at: u64,
 }
 
-/// How long a registered client is kept: 30 days.
+/// How long a registered client is kept once it has redeemed a code: 30 days
+/// (from its latest redemption).
 pub(super) const CLIENT_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How long a registered client is kept until it redeems a code: an hour, so
+/// that unauthenticated registrations nobody logs in with do not pile up.
+pub(super) const REGISTRATION_LIFETIME: Duration = Duration::from_secs(3600);
 /// How long a login may take, from /authorize to the callback.
 pub(super) const TRANSACTION_LIFETIME: Duration = Duration::from_secs(15 * 60);
 /// How long the proxy's own codes are valid.

@@ -11,8 +11,8 @@ use http::{Response, StatusCode};
 use serde_json::json;
 
 use super::model::{
-    self, CLIENTS, CODE_LIFETIME, CODES, Client, CodeGrant, JTIS, JtiRecord, REFRESH,
-    RefreshRecord, TokenSet, USED_CODES, USED_REFRESH,
+    self, CLIENT_LIFETIME, CLIENTS, CODE_LIFETIME, CODES, Client, CodeGrant, JTIS, JtiRecord,
+    REFRESH, RefreshRecord, TokenSet, USED_CODES, USED_REFRESH,
 };
 use super::pages::{Params, json_response, oauth_error, read_form};
 use super::tokens::OwnClaims;
@@ -170,6 +170,12 @@ async fn authorization_code(
         Err(SetError::Gone) => return bad("invalid_grant", "the login has ended"),
         Err(SetError::Unavailable) => return unavailable(),
     };
+    // A client that logged someone in is kept for 30 days from now (registered,
+    // it had an hour).
+    if let Err(err) = model::put(store, CLIENTS, &client.client_id, &client, CLIENT_LIFETIME).await
+    {
+        tracing::warn!(client_id = %client.client_id, error = %err, "oauth proxy cannot extend a client's registration");
+    }
     issue(
         inner,
         &client,
