@@ -1399,3 +1399,51 @@ async fn junk_registrations_cannot_crowd_out_logins() {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+/// Review, Low: upstream lifetimes as large as a u64 do not overflow (a panic in
+/// the handler) at the callback or at a refresh.
+#[tokio::test]
+async fn huge_upstream_lifetimes_do_not_overflow() {
+    let env = env_with(Options {
+        upstream_ttl: Duration::from_secs(300),
+        ..Options::default()
+    })
+    .await;
+    let huge = |emu: &Emulator, refresh_token: &str| Fault::Respond {
+        status: 200,
+        body: json!({
+            "access_token": emu.mint_user_token("demo-user"),
+            "token_type": "Bearer",
+            "expires_in": 300,
+            "refresh_token": refresh_token,
+            "refresh_expires_in": u64::MAX,
+        })
+        .to_string(),
+    };
+    let client_id = env.register().await;
+    let b = browser();
+    let (txn, csrf, _) = env.open_consent(&b, &client_id).await;
+    let upstream = location(&env.post_consent(&b, &txn, &csrf, "approve").await);
+    let callback = location(&env.get(&b, &upstream).await);
+    env.emu
+        .inject_fault(huge(&env.emu, "upstream-refresh-1"), 1);
+    let r = b
+        .get(&callback)
+        .send()
+        .await
+        .expect("an answer, not a panic");
+    let done = query(&location(&r));
+    let tokens = env.redeem(&client_id, &done["code"]).await;
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(env.mcp(&access).await.0, StatusCode::OK);
+    // The upstream token (minted for an hour) is about to expire: refreshed.
+    env.clock.advance(Duration::from_secs(3550));
+    env.emu
+        .inject_fault(huge(&env.emu, "upstream-refresh-2"), 1);
+    let (status, body) = env.mcp(&access).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let set_id = set_id_of(&env, &access).await;
+    let set: Value =
+        serde_json::from_slice(&env.store.get("set", &set_id).await.unwrap().unwrap()).unwrap();
+    assert_eq!(set["refresh_token"], "upstream-refresh-2", "refreshed");
+}
