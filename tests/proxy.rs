@@ -31,6 +31,8 @@ struct Options {
     refresh: bool,
     upstream_ttl: Duration,
     store_entries: usize,
+    /// Every refresh-lock attempt takes a second (a slow store).
+    slow_locks: bool,
 }
 
 impl Default for Options {
@@ -40,6 +42,7 @@ impl Default for Options {
             refresh: true,
             upstream_ttl: Duration::from_secs(3600),
             store_entries: MemoryStore::DEFAULT_MAX_ENTRIES,
+            slow_locks: false,
         }
     }
 }
@@ -91,7 +94,11 @@ async fn env_with(options: Options) -> Env {
         .client_credentials(emu.client_id(), emu.client_secret().clone())
         .signing_key(SIGNING_KEY)
         .consent(options.consent)
-        .store(Arc::new(store.clone()))
+        .store(if options.slow_locks {
+            Arc::new(SlowLocks(store.clone()))
+        } else {
+            Arc::new(store.clone())
+        })
         .clock(clock.clone())
         .build()
         .unwrap();
@@ -1446,4 +1453,87 @@ async fn huge_upstream_lifetimes_do_not_overflow() {
     let set: Value =
         serde_json::from_slice(&env.store.get("set", &set_id).await.unwrap().unwrap()).unwrap();
     assert_eq!(set["refresh_token"], "upstream-refresh-2", "refreshed");
+}
+
+/// A store whose refresh-lock attempts take a second each.
+#[derive(Debug)]
+struct SlowLocks(MemoryStore);
+
+impl oci_token_exchange::Store for SlowLocks {
+    fn get(&self, c: &str, k: &str) -> oci_token_exchange::StoreFuture<'_, Option<Vec<u8>>> {
+        self.0.get(c, k)
+    }
+    fn put(
+        &self,
+        c: &str,
+        k: &str,
+        v: Vec<u8>,
+        ttl: Duration,
+    ) -> oci_token_exchange::StoreFuture<'_, ()> {
+        self.0.put(c, k, v, ttl)
+    }
+    fn take(&self, c: &str, k: &str) -> oci_token_exchange::StoreFuture<'_, Option<Vec<u8>>> {
+        self.0.take(c, k)
+    }
+    fn delete(&self, c: &str, k: &str) -> oci_token_exchange::StoreFuture<'_, ()> {
+        self.0.delete(c, k)
+    }
+    fn put_if_absent(
+        &self,
+        c: &str,
+        k: &str,
+        v: Vec<u8>,
+        ttl: Duration,
+    ) -> oci_token_exchange::StoreFuture<'_, bool> {
+        let slow = c == "refresh_lock";
+        let inner = self.0.put_if_absent(c, k, v, ttl);
+        Box::pin(async move {
+            if slow {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            inner.await
+        })
+    }
+    fn delete_if_equal(
+        &self,
+        c: &str,
+        k: &str,
+        expected: &[u8],
+    ) -> oci_token_exchange::StoreFuture<'_, bool> {
+        self.0.delete_if_equal(c, k, expected)
+    }
+}
+
+/// Review, Low: waiting for another refresher's lock is bounded in time (about
+/// 10 s), not in attempts, so a slow store does not stretch it to minutes.
+#[tokio::test]
+async fn the_wait_for_a_refresh_lock_has_a_deadline() {
+    let env = env_with(Options {
+        upstream_ttl: Duration::from_secs(300),
+        slow_locks: true,
+        ..Options::default()
+    })
+    .await;
+    let client_id = env.register().await;
+    let code = env.login(&client_id).await["code"].clone();
+    let tokens = env.redeem(&client_id, &code).await;
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let set_id = set_id_of(&env, &access).await;
+    // Another refresher holds the set's lock and never finishes.
+    assert!(
+        env.store
+            .put_if_absent(
+                "refresh_lock",
+                &set_id,
+                b"someone-else".to_vec(),
+                Duration::from_secs(600)
+            )
+            .await
+            .unwrap()
+    );
+    env.clock.advance(Duration::from_secs(250));
+    let (status, body) = tokio::time::timeout(Duration::from_secs(20), env.mcp(&access))
+        .await
+        .expect("the wait ends after about 10 s, not 200 slow attempts");
+    assert_eq!(status, StatusCode::OK, "{body}");
 }
