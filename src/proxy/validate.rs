@@ -342,8 +342,9 @@ pub(super) async fn end_set(inner: &Inner, set_id: &str) -> crate::error::Result
         _ => inner.upstream_refresh_lifetime,
     }
     .max(REFRESH_LOCK_TTL);
-    store.put(REVOKED, set_id, b"1".to_vec(), ttl).await?;
-    store.delete(SETS, set_id).await?;
+    // The set is deleted even when the tombstone cannot be written.
+    let tombstone = store.put(REVOKED, set_id, b"1".to_vec(), ttl).await;
+    let deleted = store.delete(SETS, set_id).await;
     inner.parsed.invalidate(set_id).await;
-    Ok(())
+    tombstone.and(deleted)
 }
