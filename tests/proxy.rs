@@ -31,6 +31,8 @@ struct Options {
     refresh: bool,
     upstream_ttl: Duration,
     store_entries: usize,
+    /// Every refresh-lock attempt takes a second (a slow store).
+    slow_locks: bool,
 }
 
 impl Default for Options {
@@ -40,6 +42,7 @@ impl Default for Options {
             refresh: true,
             upstream_ttl: Duration::from_secs(3600),
             store_entries: MemoryStore::DEFAULT_MAX_ENTRIES,
+            slow_locks: false,
         }
     }
 }
@@ -91,7 +94,11 @@ async fn env_with(options: Options) -> Env {
         .client_credentials(emu.client_id(), emu.client_secret().clone())
         .signing_key(SIGNING_KEY)
         .consent(options.consent)
-        .store(Arc::new(store.clone()))
+        .store(if options.slow_locks {
+            Arc::new(SlowLocks(store.clone()))
+        } else {
+            Arc::new(store.clone())
+        })
         .clock(clock.clone())
         .build()
         .unwrap();
@@ -304,6 +311,19 @@ impl Env {
             .status()
     }
 
+    async fn refresh(
+        &self,
+        client_id: &str,
+        refresh_token: &str,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        self.token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", client_id),
+            ("refresh_token", refresh_token),
+        ])
+        .await
+    }
+
     /// Everything a login leaves behind, clients aside.
     fn state_count(&self) -> usize {
         ["txn", "code", "set", "jti", "refresh"]
@@ -427,10 +447,13 @@ async fn full_flow_register_login_call_refresh_revoke() {
     assert_eq!(status, StatusCode::OK, "{renewed}");
     let access2 = renewed["access_token"].as_str().unwrap().to_owned();
     assert_ne!(renewed["refresh_token"], tokens["refresh_token"]);
+    assert_eq!(env.mcp(&access2).await.0, StatusCode::OK);
+    // A used refresh token is refused (and ends the login: see
+    // a_reused_refresh_token_revokes_the_login).
     let (status, _, reused) = env.token(&f).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(reused["error"], "invalid_grant");
-    assert_eq!(env.mcp(&access2).await.0, StatusCode::OK);
+    assert_eq!(env.mcp(&access2).await.0, StatusCode::UNAUTHORIZED);
 
     // Only the proxy's own tokens are accepted, not the domain's.
     let domain_token = env.emu.mint_user_token("demo-user");
@@ -1175,8 +1198,8 @@ async fn a_full_store_fails_requests_cleanly() {
     assert_eq!(q["error"], "temporarily_unavailable");
     assert_eq!(q["state"], "client-state");
     assert_eq!(env.state_count(), 0, "the half-made login is cleaned up");
-    // Full again: registration answers a server error, not a panic or a hang.
-    env.register().await;
+    // A second client is over the client collection's share of a store this small:
+    // registration answers a server error, not a panic or a hang.
     let r = env
         .http
         .post(format!("{}/register", env.base))
@@ -1187,4 +1210,330 @@ async fn a_full_store_fails_requests_cleanly() {
     assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "server_error");
+}
+
+/// The `set_id` behind one of the proxy's access tokens (from its `jti` record).
+async fn set_id_of(env: &Env, access: &str) -> String {
+    use base64::Engine as _;
+    let payload = access.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    let jti = claims["jti"].as_str().unwrap();
+    let record: Value =
+        serde_json::from_slice(&env.store.get("jti", jti).await.unwrap().unwrap()).unwrap();
+    record["set_id"].as_str().unwrap().to_owned()
+}
+
+/// Review finding 2: a revocation during an upstream refresh is not undone when
+/// the refresh stores the renewed set.
+#[tokio::test]
+async fn a_revocation_during_an_upstream_refresh_stays_revoked() {
+    let env = env_with(Options {
+        upstream_ttl: Duration::from_secs(300),
+        ..Options::default()
+    })
+    .await;
+    let client_id = env.register().await;
+    let code = env.login(&client_id).await["code"].clone();
+    let tokens = env.redeem(&client_id, &code).await;
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    env.clock.advance(Duration::from_secs(350));
+    // The refresh at the domain takes a while; the revocation lands meanwhile.
+    env.emu
+        .inject_fault(Fault::Delay(Duration::from_millis(800)), 1);
+    let (_, revoked) = tokio::join!(env.mcp(&access), async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        env.revoke(&client_id, &access).await
+    });
+    assert_eq!(revoked, StatusCode::OK);
+    assert_eq!(
+        env.store.count("set"),
+        0,
+        "the refresh did not recreate the set"
+    );
+    let (status, _, body) = env.refresh(&client_id, &refresh).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+}
+
+/// Review finding 3: a refresh the domain refuses because another refresher
+/// rotated the refresh token meanwhile does not end the login.
+#[tokio::test]
+async fn a_refused_stale_refresh_token_does_not_end_a_login_refreshed_meanwhile() {
+    let env = env_with(Options {
+        upstream_ttl: Duration::from_secs(300),
+        ..Options::default()
+    })
+    .await;
+    let client_id = env.register().await;
+    let code = env.login(&client_id).await["code"].clone();
+    let tokens = env.redeem(&client_id, &code).await;
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let set_id = set_id_of(&env, &access).await;
+    let good = env.store.get("set", &set_id).await.unwrap().unwrap();
+    // The set as this caller reads it holds a refresh token the domain refuses...
+    let mut stale: Value = serde_json::from_slice(&good).unwrap();
+    stale["refresh_token"] = json!("rotated-out-refresh-token");
+    env.store
+        .put(
+            "set",
+            &set_id,
+            serde_json::to_vec(&stale).unwrap(),
+            Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
+    env.clock.advance(Duration::from_secs(350));
+    env.emu
+        .inject_fault(Fault::Delay(Duration::from_millis(800)), 1);
+    // ...and while the domain answers, another refresher stores the current one.
+    let (call, ()) = tokio::join!(env.mcp(&access), async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        env.store
+            .put("set", &set_id, good.clone(), Duration::from_secs(3600))
+            .await
+            .unwrap();
+    });
+    assert_ne!(call.0, StatusCode::OK, "{call:?}");
+    assert_eq!(env.store.count("set"), 1, "the login is kept");
+    assert_eq!(env.mcp(&access).await.0, StatusCode::OK);
+}
+
+/// Review finding 4: a refresh token used twice revokes the login (OAuth 2.1
+/// section 4.3.1).
+#[tokio::test]
+async fn a_reused_refresh_token_revokes_the_login() {
+    let env = env().await;
+    let client_id = env.register().await;
+    let code = env.login(&client_id).await["code"].clone();
+    let tokens = env.redeem(&client_id, &code).await;
+    let first = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let (status, _, rotated) = env.refresh(&client_id, &first).await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let access = rotated["access_token"].as_str().unwrap().to_owned();
+    let second = rotated["refresh_token"].as_str().unwrap().to_owned();
+    assert_eq!(env.mcp(&access).await.0, StatusCode::OK);
+    // The first token comes back: whoever holds it, the login ends.
+    let (status, _, body) = env.refresh(&client_id, &first).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    assert_eq!(env.store.count("set"), 0);
+    assert_eq!(env.mcp(&access).await.0, StatusCode::UNAUTHORIZED);
+    let (status, _, _) = env.refresh(&client_id, &second).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+/// Review finding 4: a transient failure does not burn the refresh token.
+#[tokio::test]
+async fn a_transient_failure_does_not_burn_the_refresh_token() {
+    let env = env_with(Options {
+        upstream_ttl: Duration::from_secs(300),
+        ..Options::default()
+    })
+    .await;
+    let client_id = env.register().await;
+    let code = env.login(&client_id).await["code"].clone();
+    let tokens = env.redeem(&client_id, &code).await;
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    env.clock.advance(Duration::from_secs(350));
+    env.emu.inject_fault(Fault::Status(503), 1);
+    let (status, _, body) = env.refresh(&client_id, &refresh).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let (status, _, body) = env.refresh(&client_id, &refresh).await;
+    assert_eq!(status, StatusCode::OK, "the same token works again: {body}");
+    assert_eq!(env.store.count("set"), 1);
+}
+
+/// Review finding 1: a client nobody logs in with is kept an hour, one that
+/// redeemed a code 30 days.
+#[tokio::test]
+async fn unused_registrations_expire_within_an_hour_used_ones_are_kept() {
+    let env = env().await;
+    let unused = env.register().await;
+    let used = env.register().await;
+    let code = env.login(&used).await["code"].clone();
+    env.redeem(&used, &code).await;
+    env.clock.advance(Duration::from_secs(3601));
+    assert_eq!(env.store.count("client"), 1, "the unused client is gone");
+    let r = env.get(&browser(), &env.authorize_url(&unused, &[])).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let code = env.login(&used).await["code"].clone();
+    env.redeem(&used, &code).await;
+}
+
+/// Review finding 1: unauthenticated registrations and logins cannot fill the
+/// MemoryStore and crowd out token state.
+#[tokio::test]
+async fn junk_registrations_cannot_crowd_out_logins() {
+    let env = env_with(Options {
+        store_entries: 40,
+        ..Options::default()
+    })
+    .await;
+    let client_id = env.register().await;
+    // Someone registers clients until the store refuses them.
+    let mut refused = false;
+    for _ in 0..60 {
+        let r = env
+            .http
+            .post(format!("{}/register", env.base))
+            .json(&json!({"redirect_uris": [REDIRECT]}))
+            .send()
+            .await
+            .unwrap();
+        if r.status() != StatusCode::CREATED {
+            assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "the client collection is capped");
+    assert!(env.store.count("client") < 40 / 2);
+    // An existing client still logs in, redeems and refreshes.
+    let code = env.login(&client_id).await["code"].clone();
+    let tokens = env.redeem(&client_id, &code).await;
+    let (status, _, body) = env
+        .refresh(&client_id, tokens["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// Review, Low: upstream lifetimes as large as a u64 do not overflow (a panic in
+/// the handler) at the callback or at a refresh.
+#[tokio::test]
+async fn huge_upstream_lifetimes_do_not_overflow() {
+    let env = env_with(Options {
+        upstream_ttl: Duration::from_secs(300),
+        ..Options::default()
+    })
+    .await;
+    let huge = |emu: &Emulator, refresh_token: &str| Fault::Respond {
+        status: 200,
+        body: json!({
+            "access_token": emu.mint_user_token("demo-user"),
+            "token_type": "Bearer",
+            "expires_in": 300,
+            "refresh_token": refresh_token,
+            "refresh_expires_in": u64::MAX,
+        })
+        .to_string(),
+    };
+    let client_id = env.register().await;
+    let b = browser();
+    let (txn, csrf, _) = env.open_consent(&b, &client_id).await;
+    let upstream = location(&env.post_consent(&b, &txn, &csrf, "approve").await);
+    let callback = location(&env.get(&b, &upstream).await);
+    env.emu
+        .inject_fault(huge(&env.emu, "upstream-refresh-1"), 1);
+    let r = b
+        .get(&callback)
+        .send()
+        .await
+        .expect("an answer, not a panic");
+    let done = query(&location(&r));
+    let tokens = env.redeem(&client_id, &done["code"]).await;
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(env.mcp(&access).await.0, StatusCode::OK);
+    // The upstream token (minted for an hour) is about to expire: refreshed.
+    env.clock.advance(Duration::from_secs(3550));
+    env.emu
+        .inject_fault(huge(&env.emu, "upstream-refresh-2"), 1);
+    let (status, body) = env.mcp(&access).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let set_id = set_id_of(&env, &access).await;
+    let set: Value =
+        serde_json::from_slice(&env.store.get("set", &set_id).await.unwrap().unwrap()).unwrap();
+    assert_eq!(set["refresh_token"], "upstream-refresh-2", "refreshed");
+}
+
+/// A store whose refresh-lock attempts take a second each.
+#[derive(Debug)]
+struct SlowLocks(MemoryStore);
+
+impl oci_token_exchange::Store for SlowLocks {
+    fn get(&self, c: &str, k: &str) -> oci_token_exchange::StoreFuture<'_, Option<Vec<u8>>> {
+        self.0.get(c, k)
+    }
+    fn put(
+        &self,
+        c: &str,
+        k: &str,
+        v: Vec<u8>,
+        ttl: Duration,
+    ) -> oci_token_exchange::StoreFuture<'_, ()> {
+        self.0.put(c, k, v, ttl)
+    }
+    fn take(&self, c: &str, k: &str) -> oci_token_exchange::StoreFuture<'_, Option<Vec<u8>>> {
+        self.0.take(c, k)
+    }
+    fn delete(&self, c: &str, k: &str) -> oci_token_exchange::StoreFuture<'_, ()> {
+        self.0.delete(c, k)
+    }
+    fn put_if_absent(
+        &self,
+        c: &str,
+        k: &str,
+        v: Vec<u8>,
+        ttl: Duration,
+    ) -> oci_token_exchange::StoreFuture<'_, bool> {
+        let slow = c == "refresh_lock";
+        let inner = self.0.put_if_absent(c, k, v, ttl);
+        Box::pin(async move {
+            if slow {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            inner.await
+        })
+    }
+    fn delete_if_equal(
+        &self,
+        c: &str,
+        k: &str,
+        expected: &[u8],
+    ) -> oci_token_exchange::StoreFuture<'_, bool> {
+        self.0.delete_if_equal(c, k, expected)
+    }
+}
+
+/// Review, Low: waiting for another refresher's lock is bounded in time (about
+/// 10 s), not in attempts, so a slow store does not stretch it to minutes.
+#[tokio::test]
+async fn the_wait_for_a_refresh_lock_has_a_deadline() {
+    let env = env_with(Options {
+        upstream_ttl: Duration::from_secs(300),
+        slow_locks: true,
+        ..Options::default()
+    })
+    .await;
+    let client_id = env.register().await;
+    let code = env.login(&client_id).await["code"].clone();
+    let tokens = env.redeem(&client_id, &code).await;
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let set_id = set_id_of(&env, &access).await;
+    // Another refresher holds the set's lock and never finishes.
+    assert!(
+        env.store
+            .put_if_absent(
+                "refresh_lock",
+                &set_id,
+                b"someone-else".to_vec(),
+                Duration::from_secs(600)
+            )
+            .await
+            .unwrap()
+    );
+    env.clock.advance(Duration::from_secs(250));
+    let (status, body) = tokio::time::timeout(Duration::from_secs(20), env.mcp(&access))
+        .await
+        .expect("the wait ends after about 10 s, not 200 slow attempts");
+    assert_eq!(status, StatusCode::OK, "{body}");
 }

@@ -330,36 +330,10 @@ async fn a_login_on_replica_a_works_on_replica_b_and_after_a_restarts() {
     assert_eq!(on_a, on_b);
     let upstream_token = on_a.split(' ').nth(2).unwrap().to_owned();
 
-    // The code was used once, on A: B refuses it again.
-    let (status, reused) = d
-        .token(
-            &b,
-            &[
-                ("grant_type", "authorization_code"),
-                ("client_id", &client_id),
-                ("code", &redirect["code"]),
-                ("redirect_uri", REDIRECT),
-                ("code_verifier", VERIFIER),
-            ],
-        )
-        .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{reused}");
-
-    // Refresh on B; the rotated-out refresh token is refused on A.
+    // Refresh on B.
     let renewed = d.refresh(&b, &client_id, &refresh).await;
     let access2 = secret_str(&renewed, "access_token");
     let refresh2 = secret_str(&renewed, "refresh_token");
-    let (status, _) = d
-        .token(
-            &a,
-            &[
-                ("grant_type", "refresh_token"),
-                ("client_id", &client_id),
-                ("refresh_token", &refresh),
-            ],
-        )
-        .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(d.mcp(&a, &access2).await.0, StatusCode::OK);
 
     // Nothing in Redis is readable: every value is a Fernet token, and no secret of
@@ -400,11 +374,39 @@ async fn a_login_on_replica_a_works_on_replica_b_and_after_a_restarts() {
     let (status, body) = d.mcp(&a, &access2).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let renewed = d.refresh(&a, &client_id, &refresh2).await;
-    assert_eq!(
-        d.mcp(&b, &secret_str(&renewed, "access_token")).await.0,
-        StatusCode::OK
-    );
+    let access3 = secret_str(&renewed, "access_token");
+    assert_eq!(d.mcp(&b, &access3).await.0, StatusCode::OK);
     assert!(a.store.encrypts_at_rest() && a.store.is_shared());
+
+    // The rotated-out refresh token comes back on A: refused, and the login ends
+    // on every replica (OAuth 2.1 section 4.3.1).
+    let (status, _) = d
+        .token(
+            &a,
+            &[
+                ("grant_type", "refresh_token"),
+                ("client_id", &client_id),
+                ("refresh_token", &refresh),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(d.mcp(&b, &access3).await.0, StatusCode::UNAUTHORIZED);
+
+    // The code was used once, on A: B refuses it again.
+    let (status, reused) = d
+        .token(
+            &b,
+            &[
+                ("grant_type", "authorization_code"),
+                ("client_id", &client_id),
+                ("code", &redirect["code"]),
+                ("redirect_uri", REDIRECT),
+                ("code_verifier", VERIFIER),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{reused}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

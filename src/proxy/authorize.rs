@@ -155,7 +155,7 @@ pub(super) async fn authorize(State(inner): State<Arc<Inner>>, uri: http::Uri) -
         csrf,
         nonce,
         approved: !inner.consent,
-        expires_at: model::unix(inner.clock.now()) + TRANSACTION_LIFETIME.as_secs(),
+        expires_at: model::unix(inner.clock.now()).saturating_add(TRANSACTION_LIFETIME.as_secs()),
     };
     if let Err(err) = model::put(
         inner.store.as_ref(),
@@ -422,10 +422,11 @@ async fn complete(inner: &Inner, txn: &Transaction, params: &Params) -> Response
         return fail("server_error", "invalid_upstream_token");
     };
     let refresh_expires_at = tokens.refresh_token.as_ref().map(|_| {
-        model::unix(now)
-            + tokens
+        model::unix(now).saturating_add(
+            tokens
                 .refresh_expires_in
-                .unwrap_or(inner.upstream_refresh_lifetime.as_secs())
+                .unwrap_or(inner.upstream_refresh_lifetime.as_secs()),
+        )
     });
     let set = TokenSet {
         access_token: tokens.access_token.clone(),

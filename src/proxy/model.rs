@@ -18,6 +18,11 @@ pub(super) const USED_CODES: &str = "used";
 pub(super) const SETS: &str = "set";
 pub(super) const JTIS: &str = "jti";
 pub(super) const REFRESH: &str = "refresh";
+/// Spent refresh tokens (SHA-256) -> their token set, to revoke it if one comes
+/// back (OAuth 2.1 section 4.3.1).
+pub(super) const USED_REFRESH: &str = "used_refresh";
+/// Tombstones of ended token sets, so a refresh in flight does not recreate one.
+pub(super) const REVOKED: &str = "revoked";
 
 /// A registered client (RFC 7591), for [`CLIENT_LIFETIME`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -28,8 +33,12 @@ pub(super) struct Client {
     pub(super) issued_at: u64,
 }
 
-/// How long a registered client is kept: 30 days.
+/// How long a registered client is kept once it has redeemed a code: 30 days
+/// (from its latest redemption).
 pub(super) const CLIENT_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How long a registered client is kept until it redeems a code: an hour, so
+/// that unauthenticated registrations nobody logs in with do not pile up.
+pub(super) const REGISTRATION_LIFETIME: Duration = Duration::from_secs(3600);
 /// How long a login may take, from /authorize to the callback.
 pub(super) const TRANSACTION_LIFETIME: Duration = Duration::from_secs(15 * 60);
 /// How long the proxy's own codes are valid.
@@ -150,7 +159,7 @@ pub(super) async fn put<T: Serialize>(
     store.put(collection, key, bytes, ttl).await
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes)
         .map_err(|_| Error::new(ErrorKind::Storage, "a stored proxy record does not parse"))
 }

@@ -7,7 +7,7 @@ use axum::extract::State;
 use http::{Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::model::{self, CLIENT_LIFETIME, CLIENTS, Client};
+use super::model::{self, CLIENTS, Client, REGISTRATION_LIFETIME};
 use super::pages::{json_response, oauth_error, read_body};
 use super::{Inner, crypto, redirect};
 
@@ -144,7 +144,7 @@ pub(super) async fn register(
         CLIENTS,
         &client_id,
         &client,
-        CLIENT_LIFETIME,
+        REGISTRATION_LIFETIME,
     )
     .await
     {

@@ -11,12 +11,12 @@ use http::{Response, StatusCode};
 use serde_json::json;
 
 use super::model::{
-    self, CLIENTS, CODE_LIFETIME, CODES, Client, CodeGrant, JTIS, JtiRecord, REFRESH,
-    RefreshRecord, SETS, TokenSet, USED_CODES,
+    self, CLIENT_LIFETIME, CLIENTS, CODE_LIFETIME, CODES, Client, CodeGrant, JTIS, JtiRecord,
+    REFRESH, RefreshRecord, TokenSet, USED_CODES, USED_REFRESH,
 };
 use super::pages::{Params, json_response, oauth_error, read_form};
 use super::tokens::OwnClaims;
-use super::validate::{SetError, current_set};
+use super::validate::{SetError, current_set, end_set};
 use super::{Inner, crypto};
 
 fn bad(code: &str, description: &str) -> Response<Body> {
@@ -130,8 +130,7 @@ async fn authorization_code(
             if let Ok(Some(set_id)) =
                 model::take::<String>(store, USED_CODES, &crypto::sha256_b64(code)).await
             {
-                let _ = store.delete(SETS, &set_id).await;
-                inner.parsed.invalidate(&set_id).await;
+                let _ = end_set(inner, &set_id).await;
                 tracing::warn!(client_id = %client.client_id, outcome = "code_reused", "oauth proxy token");
             }
             return bad("invalid_grant", "the code is invalid, expired or used");
@@ -154,7 +153,7 @@ async fn authorization_code(
     };
     if let Some(description) = refusal {
         // The code is spent; nobody can use its token set any more.
-        let _ = store.delete(SETS, &grant.set_id).await;
+        let _ = end_set(inner, &grant.set_id).await;
         tracing::info!(client_id = %client.client_id, grant_type = "authorization_code", outcome = "refused", "oauth proxy token");
         return bad("invalid_grant", description);
     }
@@ -171,6 +170,12 @@ async fn authorization_code(
         Err(SetError::Gone) => return bad("invalid_grant", "the login has ended"),
         Err(SetError::Unavailable) => return unavailable(),
     };
+    // A client that logged someone in is kept for 30 days from now (registered,
+    // it had an hour).
+    if let Err(err) = model::put(store, CLIENTS, &client.client_id, &client, CLIENT_LIFETIME).await
+    {
+        tracing::warn!(client_id = %client.client_id, error = %err, "oauth proxy cannot extend a client's registration");
+    }
     issue(
         inner,
         &client,
@@ -198,7 +203,19 @@ async fn refresh_token(
     let key = crypto::sha256_b64(refresh);
     let record = match model::get::<RefreshRecord>(store, REFRESH, &key).await {
         Ok(Some(r)) if r.client_id == client.client_id => r,
-        Ok(_) => {
+        Ok(None) => {
+            // OAuth 2.1 section 4.3.1: a rotated-out token that comes back (stolen,
+            // or replayed) ends the login it belonged to.
+            if let Ok(Some(set_id)) = model::take::<String>(store, USED_REFRESH, &key).await {
+                let _ = end_set(inner, &set_id).await;
+                tracing::warn!(client_id = %client.client_id, outcome = "refresh_reused", "oauth proxy token");
+            }
+            return bad(
+                "invalid_grant",
+                "the refresh token is invalid, expired or used",
+            );
+        }
+        Ok(Some(_)) => {
             return bad(
                 "invalid_grant",
                 "the refresh token is invalid, expired or used",
@@ -231,10 +248,31 @@ async fn refresh_token(
         }
         Err(_) => return unavailable(),
     }
+    let now = inner.clock.now();
+    let _ = model::put(
+        store,
+        USED_REFRESH,
+        &key,
+        &record.set_id,
+        model::until(now, record.expires_at),
+    )
+    .await;
     let set = match current_set(inner, &record.set_id).await {
         Ok(s) => s,
         Err(SetError::Gone) => return bad("invalid_grant", "the login has ended; log in again"),
-        Err(SetError::Unavailable) => return unavailable(),
+        Err(SetError::Unavailable) => {
+            // Nothing was issued: the client may retry with the same token.
+            let _ = store.delete(USED_REFRESH, &key).await;
+            let _ = model::put(
+                store,
+                REFRESH,
+                &key,
+                &record,
+                model::until(now, record.expires_at),
+            )
+            .await;
+            return unavailable();
+        }
     };
     issue(
         inner,
@@ -382,10 +420,9 @@ pub(super) async fn revoke(
     }
     if let Some(set_id) = set_id {
         // Every token of this login stops working: the set behind them is gone.
-        if store.delete(SETS, &set_id).await.is_err() {
+        if end_set(&inner, &set_id).await.is_err() {
             return unavailable();
         }
-        inner.parsed.invalidate(&set_id).await;
     }
     tracing::info!(client_id = %client.client_id, token_type = kind, outcome = "revoked", "oauth proxy revocation");
     json_response(StatusCode::OK, &json!({}))

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::model::{self, JTIS, JtiRecord, SETS, TokenSet};
+use super::model::{self, JTIS, JtiRecord, REVOKED, SETS, TokenSet};
 use super::{Inner, upstream};
 use crate::error::ErrorKind;
 use crate::mcp::{AccessToken, Rejection};
@@ -16,13 +16,18 @@ use crate::secret::SecretString;
 const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 /// The collection of the cross-replica refresh locks, one per token set.
 const REFRESH_LOCKS: &str = "refresh_lock";
-/// How long a refresh lock outlives a holder that died mid-refresh: longer than one
-/// refresh at the domain (the HTTP client's 15 s total timeout).
-const REFRESH_LOCK_TTL: Duration = Duration::from_secs(20);
+/// The holder's work at the domain (refresh, then validation of the new token,
+/// each under the HTTP client's 15 s total timeout) is cut off after this long...
+const REFRESH_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(40);
+/// ...so a refresh lock outlives a holder that died or stalled mid-refresh by
+/// this: longer than the holder's worst case (the upstream work plus its store
+/// writes).
+const REFRESH_LOCK_TTL: Duration = Duration::from_secs(60);
 /// A replica waiting for another's refresh re-reads the set this often...
 const REFRESH_WAIT_STEP: Duration = Duration::from_millis(50);
-/// ...at most this many times (10 s), then gives up for this call.
-const REFRESH_WAIT_STEPS: u32 = 200;
+/// ...for at most this long in all (store calls included), then gives up for
+/// this call.
+const REFRESH_WAIT: Duration = Duration::from_secs(10);
 
 /// Why no usable upstream token set is available.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,7 +161,8 @@ async fn refresh_locked_inner(inner: &Inner, set_id: &str) -> Result<TokenSet, S
         return refresh_set(inner, set_id).await;
     };
     let mut held = false;
-    for _ in 0..REFRESH_WAIT_STEPS {
+    let deadline = tokio::time::Instant::now() + REFRESH_WAIT;
+    while tokio::time::Instant::now() < deadline {
         match store
             .put_if_absent(
                 REFRESH_LOCKS,
@@ -222,22 +228,24 @@ async fn refresh_set(inner: &Inner, set_id: &str) -> Result<TokenSet, SetError> 
             Err(SetError::Gone)
         };
     };
-    let outcome = async {
+    let outcome = tokio::time::timeout(REFRESH_UPSTREAM_TIMEOUT, async {
         let tokens = inner.upstream.refresh(refresh_token).await?;
         let access = inner.upstream.validate(&tokens.access_token).await?;
         Ok::<_, crate::error::Error>((tokens, access))
-    }
+    })
     .await;
     let (tokens, access) = match outcome {
-        Ok(x) => x,
-        Err(err) if err.oauth_error() == Some("invalid_grant") => {
+        Ok(Ok(x)) => x,
+        Ok(Err(err)) if err.oauth_error() == Some("invalid_grant") => {
             tracing::info!(client_id = %set.client_id, outcome = "refused", error = %err, "oauth proxy upstream refresh");
-            let _ = store.delete(SETS, set_id).await;
-            inner.parsed.invalidate(set_id).await;
-            return Err(SetError::Gone);
+            return refused(inner, set_id, refresh_token).await;
         }
-        Err(err) => {
-            tracing::warn!(client_id = %set.client_id, outcome = "failed", error = %err, "oauth proxy upstream refresh");
+        failed => {
+            if let Ok(Err(err)) = failed {
+                tracing::warn!(client_id = %set.client_id, outcome = "failed", error = %err, "oauth proxy upstream refresh");
+            } else {
+                tracing::warn!(client_id = %set.client_id, outcome = "timed_out", "oauth proxy upstream refresh");
+            }
             return if still_valid {
                 Ok(set)
             } else {
@@ -252,10 +260,11 @@ async fn refresh_set(inner: &Inner, set_id: &str) -> Result<TokenSet, SetError> 
         Some(rt) => (
             Some(rt),
             Some(
-                model::unix(now)
-                    + tokens
+                model::unix(now).saturating_add(
+                    tokens
                         .refresh_expires_in
                         .unwrap_or(inner.upstream_refresh_lifetime.as_secs()),
+                ),
             ),
         ),
         None => (set.refresh_token.clone(), set.refresh_expires_at),
@@ -277,10 +286,65 @@ async fn refresh_set(inner: &Inner, set_id: &str) -> Result<TokenSet, SetError> 
     )
     .await
     .map_err(|_| SetError::Unavailable)?;
+    // A revocation while the domain answered deleted the set; the put above must
+    // not bring it back. A failing store fails closed.
+    match inner.store.get(REVOKED, set_id).await {
+        Ok(None) => {}
+        revoked => {
+            let _ = store.delete(SETS, set_id).await;
+            inner.parsed.invalidate(set_id).await;
+            return Err(if revoked.is_ok() {
+                SetError::Gone
+            } else {
+                SetError::Unavailable
+            });
+        }
+    }
     inner
         .parsed
         .insert(set_id.to_owned(), Arc::new((tokens.access_token, access)))
         .await;
     tracing::info!(client_id = %set.client_id, outcome = "refreshed", expires_in = upstream::secs(model::until(now, access_expires_at)), "oauth proxy upstream refresh");
     Ok(new)
+}
+
+/// The domain refused `refused_token`: the login ends, unless another refresher
+/// stored a rotated refresh token meanwhile (then the set is kept, and deleted
+/// only while it still holds exactly the bytes that held the refused token).
+async fn refused(inner: &Inner, set_id: &str, refused_token: &str) -> Result<TokenSet, SetError> {
+    let store = inner.store.as_ref();
+    let bytes = match store.get(SETS, set_id).await {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return Err(SetError::Gone),
+        Err(_) => return Err(SetError::Unavailable),
+    };
+    let current = model::decode::<TokenSet>(&bytes).map_err(|_| SetError::Unavailable)?;
+    if current.refresh_token.as_deref() != Some(refused_token) {
+        return if fresh(inner, &current) {
+            Ok(current)
+        } else {
+            Err(SetError::Unavailable)
+        };
+    }
+    let _ = store.delete_if_equal(SETS, set_id, &bytes).await;
+    inner.parsed.invalidate(set_id).await;
+    Err(SetError::Gone)
+}
+
+/// Ends the token set `set_id` (revocation, a reused code or refresh token): a
+/// tombstone for the set's lifetime first, so that a refresh in flight on any
+/// replica deletes the set it stores again, then the set itself.
+pub(super) async fn end_set(inner: &Inner, set_id: &str) -> crate::error::Result<()> {
+    let store = inner.store.as_ref();
+    let now = inner.clock.now();
+    let ttl = match model::get::<TokenSet>(store, SETS, set_id).await {
+        Ok(Some(set)) => model::until(now, set.expires_at()),
+        _ => inner.upstream_refresh_lifetime,
+    }
+    .max(REFRESH_LOCK_TTL);
+    // The set is deleted even when the tombstone cannot be written.
+    let tombstone = store.put(REVOKED, set_id, b"1".to_vec(), ttl).await;
+    let deleted = store.delete(SETS, set_id).await;
+    inner.parsed.invalidate(set_id).await;
+    tombstone.and(deleted)
 }

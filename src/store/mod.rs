@@ -95,14 +95,33 @@ struct Entry {
 struct Entries {
     map: HashMap<String, Entry>,
     bytes: usize,
+    /// Entries and bytes of each [`CAPPED_COLLECTIONS`] collection.
+    capped: HashMap<&'static str, (usize, usize)>,
+}
+
+/// Collections anyone can fill without authenticating (the OAuth proxy's client
+/// registrations and logins in progress): each may hold at most
+/// [`CAPPED_SHARE`] of the store's entries and bytes, so that they cannot crowd
+/// out the state of logins made (token sets, tokens).
+const CAPPED_COLLECTIONS: [&str; 2] = ["client", "txn"];
+/// The share of the caps each of [`CAPPED_COLLECTIONS`] may use: a quarter.
+const CAPPED_SHARE: usize = 4;
+
+/// The capped collection `full_key` belongs to, if any.
+fn capped_collection(full_key: &str) -> Option<&'static str> {
+    let collection = full_key.split('\0').next()?;
+    CAPPED_COLLECTIONS.into_iter().find(|c| *c == collection)
 }
 
 impl Entries {
     fn remove(&mut self, key: &str) -> Option<Entry> {
         let entry = self.map.remove(key)?;
-        self.bytes = self
-            .bytes
-            .saturating_sub(key.len().saturating_add(entry.value.len()));
+        let size = key.len().saturating_add(entry.value.len());
+        self.bytes = self.bytes.saturating_sub(size);
+        if let Some(usage) = capped_collection(key).and_then(|c| self.capped.get_mut(c)) {
+            usage.0 = usage.0.saturating_sub(1);
+            usage.1 = usage.1.saturating_sub(size);
+        }
         Some(entry)
     }
 
@@ -122,7 +141,9 @@ impl Entries {
 /// The in-memory [`Store`] (the default): one process, bounded in entries (default
 /// [`MemoryStore::DEFAULT_MAX_ENTRIES`], 100 000) and bytes (default
 /// [`MemoryStore::DEFAULT_MAX_BYTES`], 64 MiB); expired
-/// entries are dropped when read and when the store is full. A put that does not fit
+/// entries are dropped when read and when the store is full. The collections
+/// `client` and `txn` (which the OAuth proxy fills for unauthenticated callers)
+/// may each use at most a quarter of both caps. A put that does not fit
 /// after dropping the expired entries fails with [`ErrorKind::Storage`] (logins then
 /// fail, existing sessions are kept). Expiry is judged by its [`Clock`].
 ///
@@ -251,8 +272,16 @@ impl MemoryStore {
             .checked_add(ttl)
             .unwrap_or(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(u32::MAX)));
         let size = key.len().saturating_add(value.len());
+        let capped = capped_collection(&key);
         let fits = |e: &Entries| {
-            e.map.len() < self.max_entries && e.bytes.saturating_add(size) <= self.max_bytes
+            let within_share = capped.is_none_or(|c| {
+                let (n, bytes) = e.capped.get(c).copied().unwrap_or_default();
+                n < (self.max_entries / CAPPED_SHARE).max(1)
+                    && bytes.saturating_add(size) <= self.max_bytes / CAPPED_SHARE
+            });
+            within_share
+                && e.map.len() < self.max_entries
+                && e.bytes.saturating_add(size) <= self.max_bytes
         };
         if !fits(entries) {
             entries.purge_expired(now);
@@ -266,6 +295,11 @@ impl MemoryStore {
             }
         }
         entries.bytes = entries.bytes.saturating_add(size);
+        if let Some(c) = capped {
+            let usage = entries.capped.entry(c).or_default();
+            usage.0 = usage.0.saturating_add(1);
+            usage.1 = usage.1.saturating_add(size);
+        }
         entries.map.insert(key, Entry { value, expires_at });
         Ok(())
     }
@@ -346,6 +380,44 @@ mod tests {
     fn store() -> (Arc<FixedClock>, MemoryStore) {
         let clock = Arc::new(FixedClock::at_unix(1_000_000));
         (clock.clone(), MemoryStore::with_clock(clock))
+    }
+
+    #[tokio::test]
+    async fn client_and_txn_each_get_a_quarter_of_the_caps() {
+        let (clock, store) = store();
+        let store = store.with_limits(8, 1024);
+        let ttl = Duration::from_secs(10);
+        for i in 0..2 {
+            store
+                .put("client", &i.to_string(), vec![0], ttl)
+                .await
+                .unwrap();
+            store
+                .put("txn", &i.to_string(), vec![0], ttl)
+                .await
+                .unwrap();
+        }
+        assert!(store.put("client", "x", vec![0], ttl).await.is_err());
+        assert!(store.put("txn", "x", vec![0], ttl).await.is_err());
+        // Token state still has the rest.
+        for i in 0..4 {
+            store
+                .put("set", &i.to_string(), vec![0], ttl)
+                .await
+                .unwrap();
+        }
+        assert!(store.put("set", "x", vec![0], ttl).await.is_err());
+        // Freed share is usable again: deleted, taken or expired.
+        store.delete("set", "0").await.unwrap();
+        store.delete("client", "0").await.unwrap();
+        store.put("client", "y", vec![0], ttl).await.unwrap();
+        assert!(store.take("txn", "0").await.unwrap().is_some());
+        store.put("txn", "y", vec![0], ttl).await.unwrap();
+        // Bytes: a quarter of 1024.
+        store.delete("client", "y").await.unwrap();
+        assert!(store.put("client", "big", vec![0; 300], ttl).await.is_err());
+        clock.advance(Duration::from_secs(11));
+        store.put("client", "z", vec![0; 200], ttl).await.unwrap();
     }
 
     #[tokio::test]
