@@ -355,6 +355,27 @@ fn json_edit() -> BoxedStrategy<JsonEdit> {
     .boxed()
 }
 
+/// Deepest nesting built as a `Value`; deeper ones are spliced into the text.
+const SHALLOW: usize = 64;
+
+fn deep_marker(depth: usize) -> String {
+    format!("\u{1}deep{depth}\u{1}")
+}
+
+/// The text with each deep marker replaced by that many nested arrays.
+fn expand_deep(mut text: String) -> String {
+    while let Some(start) = text.find("\"\\u0001deep") {
+        let rest = &text[start + 11..];
+        let Some(end) = rest.find("\\u0001\"") else {
+            break;
+        };
+        let depth: usize = rest[..end].parse().unwrap_or(1);
+        let nested = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        text.replace_range(start..start + 11 + end + 7, &nested);
+    }
+    text
+}
+
 fn nest(mut v: Value, depth: usize) -> Value {
     for _ in 0..depth {
         v = Value::Array(vec![v]);
@@ -405,9 +426,14 @@ fn apply_json(doc: &mut Value, e: &JsonEdit) {
                 JsonEdit::Retype(_, v) => {
                     map.insert(key, v.clone());
                 }
-                JsonEdit::Nest(_, d) => {
+                JsonEdit::Nest(_, d) if *d <= SHALLOW => {
                     let v = map.remove(&key).unwrap_or(Value::Null);
                     map.insert(key, nest(v, *d));
+                }
+                // Deeper values are written as text: serialising (or dropping) a
+                // deep `Value` would overflow the test's own stack.
+                JsonEdit::Nest(_, d) => {
+                    map.insert(key, Value::String(deep_marker(*d)));
                 }
                 JsonEdit::Huge(_, n) => {
                     let v = match map.get(&key) {
@@ -452,7 +478,7 @@ fn json_text(valid: Value) -> BoxedStrategy<String> {
             for e in &json_edits {
                 apply_json(&mut doc, e);
             }
-            let text = doc.to_string();
+            let text = expand_deep(doc.to_string());
             match text_edits {
                 None => text,
                 // The first member again, changed, before the closing brace.

@@ -68,6 +68,23 @@ impl VerifiedRequest {
     }
 }
 
+/// Longest `Authorization` header read: a session-token key id (tokens are at most
+/// 64 KiB everywhere in this crate), an 8192-bit signature and the header list fit
+/// with room to spare. Longer ones are refused before they are parsed.
+const MAX_AUTHORIZATION_LEN: usize = 96 * 1024;
+/// Most header names a signature may list (the SDKs sign at most eight): the list
+/// is checked for duplicates pairwise.
+const MAX_SIGNED_HEADERS: usize = 64;
+/// Longest header name quoted in an error.
+const MAX_QUOTED_NAME: usize = 64;
+
+/// `name` as quoted in an error: at most [`MAX_QUOTED_NAME`] characters.
+fn quoted(name: &str) -> &str {
+    name.char_indices()
+        .nth(MAX_QUOTED_NAME)
+        .map_or(name, |(end, _)| name.get(..end).unwrap_or(name))
+}
+
 fn rejected(message: impl Into<std::borrow::Cow<'static, str>>) -> Error {
     Error::new(ErrorKind::SignatureRejected, message)
 }
@@ -84,6 +101,8 @@ fn rejected(message: impl Into<std::borrow::Cow<'static, str>>) -> Error {
 /// PATCH also `content-length`, `content-type` and `x-content-sha256` (unless
 /// [`VerifyOptions::allow_unsigned_body`]); the signature; the body's length and
 /// SHA-256 against the signed values; the signed date within the allowed skew.
+/// An `Authorization` header over 96 KiB, or a signature listing more than 64
+/// headers, is refused before it is read further.
 ///
 /// # Errors
 /// [`ErrorKind::SignatureRejected`] naming the failed check, or whatever `lookup`
@@ -99,6 +118,9 @@ where
     let authorization = single_header(request.headers, "authorization")
         .map_err(|_| rejected("authorization header is repeated or not ascii"))?
         .ok_or_else(|| rejected("request has no authorization header"))?;
+    if authorization.len() > MAX_AUTHORIZATION_LEN {
+        return Err(rejected("authorization header is too long"));
+    }
     let params = authz::parse(authorization)?;
     let key_id = KeyId::parse(params.key_id).map_err(|_| rejected("malformed keyId"))?;
 
@@ -106,12 +128,17 @@ where
         .headers
         .split(' ')
         .filter(|n| !n.is_empty())
+        .take(MAX_SIGNED_HEADERS + 1)
         .map(str::to_ascii_lowercase)
         .collect();
+    if names.len() > MAX_SIGNED_HEADERS {
+        return Err(rejected("the signature lists too many headers"));
+    }
     for (i, name) in names.iter().enumerate() {
         if names.iter().skip(i + 1).any(|n| n == name) {
             return Err(rejected(format!(
-                "header '{name}' is listed twice in the signature"
+                "header '{}' is listed twice in the signature",
+                quoted(name)
             )));
         }
     }
@@ -156,7 +183,9 @@ where
             _ => {
                 let value = single_header(request.headers, name)
                     .map_err(|e| rejected(e.to_string()))?
-                    .ok_or_else(|| rejected(format!("signed header '{name}' is missing")))?;
+                    .ok_or_else(|| {
+                        rejected(format!("signed header '{}' is missing", quoted(name)))
+                    })?;
                 signing_string.push_str(value);
             }
         }
