@@ -97,18 +97,23 @@ fn fuzz<S: Strategy>(
     target: &str,
     default_cases: u32,
     strategy: S,
-    test: impl Fn(S::Value) -> Result<(), TestCaseError>,
+    test: impl Fn(S::Value) -> Result<bool, TestCaseError>,
 ) {
     let tried = AtomicU64::new(0);
+    let refused = AtomicU64::new(0);
     #[allow(clippy::disallowed_methods)] // a test's own timing report
     let started = std::time::Instant::now();
     let result = runner(cases(default_cases)).run(&strategy, |input| {
         tried.fetch_add(1, Ordering::Relaxed);
-        test(input)
+        if test(input)? {
+            refused.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
     });
     eprintln!(
-        "fuzz {target}: {} inputs in {:.1} s",
+        "fuzz {target}: {} inputs ({} refused) in {:.1} s",
         tried.load(Ordering::Relaxed),
+        refused.load(Ordering::Relaxed),
         started.elapsed().as_secs_f64()
     );
     if let Err(e) = result {
@@ -696,12 +701,10 @@ fn keys_pem_and_der() {
         .iter()
         .flat_map(|f| pem_lines(&fixture(f)))
         .collect();
-    fuzz("keys/pem", 300, pem_strategy(), |text| {
-        check_pem(&text, &secrets).map(|_| ())
+    fuzz("keys/pem", 1000, pem_strategy(), |text| {
+        check_pem(&text, &secrets)
     });
-    fuzz("keys/der", 300, der_strategy(), |der| {
-        check_der(&der).map(|_| ())
-    });
+    fuzz("keys/der", 2000, der_strategy(), |der| check_der(&der));
 }
 
 #[test]
@@ -903,8 +906,8 @@ fn authorization_headers() {
         Some(false)
     );
     let strategy = authorization_strategy(signed.authorization.clone());
-    fuzz("authorization", 1000, strategy, |value| {
-        check_authorization(&signed, value.as_bytes()).map(|_| ())
+    fuzz("authorization", 3000, strategy, |value| {
+        check_authorization(&signed, value.as_bytes())
     });
 }
 
@@ -1112,7 +1115,7 @@ fn bearer_env() -> BearerEnv {
     let valid = signed(&key, &header.to_string(), &claims.to_string());
     let check = auth.clone();
     // The valid token passes: the mutations start from something accepted.
-    run_case(&rt, async move { check.validate(&valid).await.map(|_| ()) })
+    run_case(&rt, async move { check.validate(&valid).await })
         .unwrap()
         .unwrap();
     BearerEnv {
@@ -1130,18 +1133,18 @@ fn bearer_env() -> BearerEnv {
 fn check_bearer(env: &BearerEnv, token: String) -> Result<bool, TestCaseError> {
     let auth = env.auth.clone();
     let t = token.clone();
-    let outcome = run_case(&env.rt, async move { auth.validate(&t).await.map(|_| ()) })?;
+    let outcome = run_case(&env.rt, async move { auth.validate(&t).await })?;
     match outcome {
-        Ok(()) => Ok(false),
+        Ok(_) => Ok(false),
         Err(e) => check_error(&e, BEARER_KINDS, &[&token]).map(|()| true),
     }
 }
 
 /// The token through the tower layer, as `Authorization: <value>`: refused with
 /// 401/403/503 and a `WWW-Authenticate` that does not echo it.
-fn check_bearer_header(env: &BearerEnv, value: Vec<u8>) -> Result<(), TestCaseError> {
+fn check_bearer_header(env: &BearerEnv, value: Vec<u8>) -> Result<bool, TestCaseError> {
     let Ok(header) = HeaderValue::from_bytes(&value) else {
-        return Ok(());
+        return Ok(true);
     };
     let app = axum::Router::new()
         .route("/mcp", axum::routing::post(|| async { "ok" }))
@@ -1171,20 +1174,20 @@ fn check_bearer_header(env: &BearerEnv, value: Vec<u8>) -> Result<(), TestCaseEr
             "WWW-Authenticate echoes the token"
         );
     }
-    Ok(())
+    Ok(status != 200)
 }
 
 #[test]
 fn bearer_tokens() {
     let env = bearer_env();
     let strategy = jwt_mutation(Arc::clone(&env.key), env.header.clone(), env.claims.clone());
-    fuzz("bearer", 300, strategy, |(token, edited_after_signing)| {
+    fuzz("bearer", 800, strategy, |(token, edited_after_signing)| {
         let refused = check_bearer(&env, token)?;
         prop_assert!(
             refused || !edited_after_signing,
             "a token edited after signing was accepted"
         );
-        Ok(())
+        Ok(refused)
     });
     let valid = signed(&env.key, &env.header.to_string(), &env.claims.to_string());
     let headers = prop_oneof![
@@ -1193,7 +1196,7 @@ fn bearer_tokens() {
         edits().prop_map(move |e| edit_text(&format!("Bearer {valid}"), &e).into_bytes()),
         proptest::collection::vec(any::<u8>(), 0..64),
     ];
-    fuzz("bearer/header", 200, headers, |value| {
+    fuzz("bearer/header", 500, headers, |value| {
         check_bearer_header(&env, value)
     });
 }
@@ -1250,9 +1253,9 @@ fn check_documents(
     let auth = bearer_auth(&env.domain.url, &env.http);
     let token = signed(&env.key, &env.header.to_string(), &env.claims.to_string());
     let t = token.clone();
-    let outcome = run_case(&env.rt, async move { auth.validate(&t).await.map(|_| ()) })?;
+    let outcome = run_case(&env.rt, async move { auth.validate(&t).await })?;
     match outcome {
-        Ok(()) => Ok(false),
+        Ok(_) => Ok(false),
         Err(e) => check_error(&e, BEARER_KINDS, &[&token]).map(|()| true),
     }
 }
@@ -1276,12 +1279,12 @@ fn discovery_and_jwks_documents() {
     let valid_jwks = json!({"keys": [jwk("k1", &env.key)]}).to_string();
     let valid_discovery = env.domain.discovery().to_string();
     let strategy = json_text(env.domain.discovery());
-    fuzz("discovery", 150, strategy, |discovery| {
-        check_documents(&env, discovery, valid_jwks.clone()).map(|_| ())
+    fuzz("discovery", 400, strategy, |discovery| {
+        check_documents(&env, discovery, valid_jwks.clone())
     });
     let strategy = jwks_strategy(&env.key);
-    fuzz("jwks", 150, strategy, |jwks| {
-        check_documents(&env, valid_discovery.clone(), jwks).map(|_| ())
+    fuzz("jwks", 400, strategy, |jwks| {
+        check_documents(&env, valid_discovery.clone(), jwks)
     });
 }
 
@@ -1382,11 +1385,12 @@ fn check_token_response(
         env.subject.clone(),
         env.public.clone(),
     );
-    let outcome = run_case(&env.rt, async move {
-        x.exchange(&s.as_str().into(), &p).await.map(|_| ())
-    })?;
+    let outcome = run_case(
+        &env.rt,
+        async move { x.exchange(&s.as_str().into(), &p).await },
+    )?;
     match outcome {
-        Ok(()) => Ok(false),
+        Ok(_) => Ok(false),
         Err(e) => {
             check_error(&e, EXCHANGE_KINDS, &[&env.subject, &env.secret, &env.upst]).map(|()| true)
         }
@@ -1462,16 +1466,19 @@ fn token_responses() {
         1 => 200u16..600,
     ];
     let strategy = (statuses, token_body_strategy(&env));
-    fuzz("token_response", 200, strategy, |(status, body)| {
-        check_token_response(&env, status, body).map(|_| ())
+    fuzz("token_response", 600, strategy, |(status, body)| {
+        check_token_response(&env, status, body)
     });
     let secrets = [env.upst.as_str()];
-    fuzz("upst", 1000, upst_strategy(&env.upst), |token| {
-        if let Err(e) = Upst::parse(&token) {
-            check_error(&e, &[ErrorKind::MalformedResponse], &secrets)?;
-        }
-        Ok(())
-    });
+    fuzz(
+        "upst",
+        3000,
+        upst_strategy(&env.upst),
+        |token| match Upst::parse(&token) {
+            Ok(_) => Ok(false),
+            Err(e) => check_error(&e, &[ErrorKind::MalformedResponse], &secrets).map(|()| true),
+        },
+    );
 }
 
 #[test]
@@ -1841,8 +1848,8 @@ fn proxy_inputs() {
         "response_types": ["code"],
         "token_endpoint_auth_method": "none",
     });
-    fuzz("proxy/register", 200, json_text(registration), |body| {
-        check_register(&env, body).map(|_| ())
+    fuzz("proxy/register", 600, json_text(registration), |body| {
+        check_register(&env, body)
     });
 
     let authorize = owned(&[
@@ -1857,9 +1864,9 @@ fn proxy_inputs() {
     ]);
     fuzz(
         "proxy/authorize",
-        200,
+        600,
         pairs_strategy(authorize, Vec::new()),
-        |query| check_authorize(&env, &query).map(|_| ()),
+        |query| check_authorize(&env, &query),
     );
 
     let secrets: Vec<String> = TOKEN_SECRETS.iter().map(|s| (*s).to_owned()).collect();
@@ -1890,8 +1897,8 @@ fn proxy_inputs() {
         ],
         basic,
     );
-    fuzz("proxy/token", 300, token_forms, |(body, basic)| {
-        check_token_form(&env, body, basic).map(|_| ())
+    fuzz("proxy/token", 800, token_forms, |(body, basic)| {
+        check_token_form(&env, body, basic)
     });
     let revoke = owned(&[
         ("token", TOKEN_SECRETS[2]),
@@ -1900,9 +1907,9 @@ fn proxy_inputs() {
     ]);
     fuzz(
         "proxy/revoke",
-        100,
+        300,
         pairs_strategy(revoke, secrets),
-        |body| check_revoke(&env, body).map(|_| ()),
+        |body| check_revoke(&env, body),
     );
 
     // The consent POST, with its cookie changed too; the real CSRF token is never
@@ -1921,12 +1928,12 @@ fn proxy_inputs() {
     ];
     fuzz(
         "proxy/consent",
-        200,
+        500,
         (pairs_strategy(consent, Vec::new()), cookies),
         |(body, cookie)| {
             let refused = check_consent(&env, body, cookie)?;
             prop_assert!(refused, "a consent without its csrf token was approved");
-            Ok(())
+            Ok(refused)
         },
     );
 
@@ -1937,9 +1944,9 @@ fn proxy_inputs() {
     ]);
     fuzz(
         "proxy/callback",
-        100,
+        300,
         pairs_strategy(callback, Vec::new()),
-        |query| check_callback(&env, &query).map(|_| ()),
+        |query| check_callback(&env, &query),
     );
 }
 
@@ -2125,8 +2132,8 @@ fn config_strategy(dir: &Path) -> BoxedStrategy<(String, String)> {
 fn oci_config_files() {
     let env = config_env("props");
     let strategy = config_strategy(&env.dir);
-    fuzz("oci_config", 300, strategy, |(text, profile)| {
-        check_config(&env, &text, &profile).map(|_| ())
+    fuzz("oci_config", 800, strategy, |(text, profile)| {
+        check_config(&env, &text, &profile)
     });
 }
 
