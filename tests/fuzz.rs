@@ -14,7 +14,8 @@
 //!   `Fault::Respond`) to `TokenExchange::exchange`, and `Upst::parse`;
 //! - `proxy_*`: the OAuth proxy's inputs (registration JSON, `/authorize` query
 //!   strings, `/token` and `/revoke` form bodies, the consent POST with cookies, the
-//!   callback's query), driving `OAuthProxy::router()` with tower's `oneshot`;
+//!   callback's query), driving `OAuthProxy::router()` with tower's `oneshot`, and
+//!   the domain's discovery document as the proxy reads it (`proxy/discovery`);
 //! - `oci_config`: `~/.oci/config` files (`ApiKey::from_config_file`).
 //!
 //! Properties: nothing panics (proptest turns a panic into a failure and shrinks
@@ -1997,6 +1998,128 @@ fn huge_proxy_inputs_are_refused() {
     );
 }
 
+/// The proxy's own discovery of the domain's login endpoints: a proxy without
+/// consent fetches the document at the first `/authorize`, then redirects the
+/// browser to the domain's authorization endpoint, or the client with an error.
+struct ProxyDiscoveryEnv {
+    rt: tokio::runtime::Runtime,
+    domain: Domain,
+    store: Arc<MemoryStore>,
+    http: reqwest::Client,
+    client_id: String,
+}
+
+fn proxy_for(domain_url: &str, store: &Arc<MemoryStore>, http: &reqwest::Client) -> OAuthProxy {
+    OAuthProxy::builder()
+        .base_url("http://127.0.0.1:1")
+        .domain_url(domain_url)
+        .client_credentials("fuzz-client", "fuzz-client-secret")
+        .signing_key([7u8; 32])
+        .consent(false)
+        .store(Arc::clone(store) as Arc<dyn oci_token_exchange::Store>)
+        .clock(Arc::new(FixedClock::at_unix(START)))
+        .http_client(http.clone())
+        .build()
+        .unwrap()
+}
+
+fn proxy_discovery_env() -> ProxyDiscoveryEnv {
+    let rt = runtime();
+    let domain = rt.block_on(Domain::start());
+    let store = Arc::new(MemoryStore::with_clock(Arc::new(FixedClock::at_unix(
+        START,
+    ))));
+    let http = http_client();
+    let router = proxy_for(&domain.url, &store, &http).router();
+    let (status, _, body) = send(
+        &rt,
+        &router,
+        Request::post("/register")
+            .header("content-type", "application/json")
+            .body(json!({"redirect_uris": [REDIRECT]}).to_string().into())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let client_id = serde_json::from_str::<Value>(&body).unwrap()["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ProxyDiscoveryEnv {
+        rt,
+        domain,
+        store,
+        http,
+        client_id,
+    }
+}
+
+fn proxy_discovery(domain: &Domain) -> Value {
+    json!({
+        "issuer": domain.url,
+        "authorization_endpoint": format!("{}/oauth2/v1/authorize", domain.url),
+        "token_endpoint": format!("{}/oauth2/v1/token", domain.url),
+        "jwks_uri": format!("{}/jwks", domain.url),
+    })
+}
+
+/// A fresh proxy reads `discovery` at its first `/authorize`; `Ok(true)` when it
+/// refused it (the client gets an error redirect). An accepted document never
+/// sends the browser to plain http off this machine.
+fn check_proxy_discovery(
+    env: &ProxyDiscoveryEnv,
+    discovery: String,
+) -> Result<bool, TestCaseError> {
+    env.domain.set(discovery, String::new());
+    let router = proxy_for(&env.domain.url, &env.store, &env.http).router();
+    let request = Request::get(format!("/authorize?{}", authorize_query(&env.client_id)))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let (status, headers, body) = send(&env.rt, &router, request)?;
+    prop_assert_eq!(status, StatusCode::FOUND, "{}", body);
+    let location = headers
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    if location.starts_with(REDIRECT) {
+        prop_assert!(location.contains("error="), "{}", location);
+        return Ok(true);
+    }
+    let url = url::Url::parse(&location);
+    prop_assert!(url.is_ok(), "a redirect to {}", location);
+    let url = url.unwrap();
+    let loopback = matches!(url.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
+        || url.host_str() == Some("localhost");
+    prop_assert!(
+        url.scheme() == "https" || (url.scheme() == "http" && loopback),
+        "the browser is sent to {}",
+        location
+    );
+    Ok(false)
+}
+
+#[test]
+fn proxy_discovery_documents() {
+    let env = proxy_discovery_env();
+    // The valid document is accepted: the mutations start from it.
+    assert_eq!(
+        check_proxy_discovery(&env, proxy_discovery(&env.domain).to_string()).ok(),
+        Some(false)
+    );
+    let strategy = json_text(proxy_discovery(&env.domain));
+    fuzz("proxy/discovery", 400, strategy, |discovery| {
+        check_proxy_discovery(&env, discovery)
+    });
+    let mut huge = proxy_discovery(&env.domain);
+    huge["padding"] = json!("A".repeat(HUGE));
+    assert_eq!(
+        check_proxy_discovery(&env, huge.to_string()).ok(),
+        Some(true),
+        "a 10 MB discovery document is refused"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // ~/.oci/config files
 // ---------------------------------------------------------------------------
@@ -2142,6 +2265,7 @@ fn oci_config_files() {
 // ---------------------------------------------------------------------------
 
 const CORPUS_TARGETS: &[&str] = &[
+    "proxy_discovery",
     "pem",
     "der",
     "authorization",
@@ -2284,6 +2408,12 @@ fn the_corpus_is_refused() {
             &name,
             check_token_form(&env, fill(&bytes), None),
         );
+    }
+    drop(env);
+    let env = proxy_discovery_env();
+    for (name, bytes) in corpus("proxy_discovery") {
+        let t = text(&bytes).replace("{base}", &env.domain.url);
+        record("proxy_discovery", &name, check_proxy_discovery(&env, t));
     }
     drop(env);
     let env = config_env("corpus");
