@@ -15,7 +15,8 @@
 //! - `proxy_*`: the OAuth proxy's inputs (registration JSON, `/authorize` query
 //!   strings, `/token` and `/revoke` form bodies, the consent POST with cookies, the
 //!   callback's query), driving `OAuthProxy::router()` with tower's `oneshot`, and
-//!   the domain's discovery document as the proxy reads it (`proxy/discovery`);
+//!   the domain's discovery document and token responses as the proxy reads them
+//!   (`proxy/discovery`, `proxy/upstream_token`);
 //! - `oci_config`: `~/.oci/config` files (`ApiKey::from_config_file`).
 //!
 //! Properties: nothing panics (proptest turns a panic into a failure and shrinks
@@ -1513,7 +1514,7 @@ fn a_huge_token_response_is_refused() {
 
 struct ProxyEnv {
     rt: tokio::runtime::Runtime,
-    _emu: Emulator,
+    emu: Emulator,
     router: axum::Router,
     client_id: String,
     /// A consent transaction in progress, with its browser's cookie and CSRF token.
@@ -1617,7 +1618,7 @@ fn proxy_env() -> ProxyEnv {
         .to_owned();
     ProxyEnv {
         rt,
-        _emu: emu,
+        emu,
         router,
         client_id,
         txn,
@@ -1995,6 +1996,162 @@ fn huge_proxy_inputs_are_refused() {
     assert!(
         status.is_client_error() || status.is_redirection(),
         "{status}"
+    );
+}
+
+/// Logs a browser in up to the domain's redirect back to the proxy: returns the
+/// callback's path and query, and the browser's cookie.
+fn login_to_callback(
+    env: &ProxyEnv,
+    http: &reqwest::Client,
+) -> Result<(String, String), TestCaseError> {
+    let get = |uri: String, cookie: Option<&str>| {
+        let mut request = Request::get(uri);
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        send(
+            &env.rt,
+            &env.router,
+            request.body(axum::body::Body::empty()).unwrap(),
+        )
+    };
+    let location = |headers: &HeaderMap| {
+        headers
+            .get("location")
+            .and_then(|l| l.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (_, headers, _) = get(
+        format!("/authorize?{}", authorize_query(&env.client_id)),
+        None,
+    )?;
+    let consent = location(&headers);
+    let cookie = headers
+        .get("set-cookie")
+        .and_then(|c| c.to_str().ok())
+        .and_then(|c| c.split(';').next())
+        .unwrap_or_default()
+        .to_owned();
+    let txn = consent.split("txn=").nth(1).unwrap_or_default().to_owned();
+    let (_, _, page) = get(consent.replace("http://127.0.0.1:1", ""), Some(&cookie))?;
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap_or_default()
+        .to_owned();
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("txn", txn.as_str()),
+            ("csrf", &csrf),
+            ("action", "approve"),
+        ])
+        .finish();
+    let (_, headers, _) = send(
+        &env.rt,
+        &env.router,
+        form("/consent", body, Some(("cookie", &cookie))),
+    )?;
+    let upstream = location(&headers);
+    let http = http.clone();
+    let back = run_case(&env.rt, async move {
+        let response = http.get(upstream).send().await.unwrap();
+        response
+            .headers()
+            .get("location")
+            .and_then(|l| l.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    })?;
+    prop_assert!(
+        back.contains("/auth/callback?"),
+        "the domain answered {}",
+        back
+    );
+    Ok((back.replace("http://127.0.0.1:1", ""), cookie))
+}
+
+/// The domain answers the proxy's code redemption with `status` and `body`;
+/// `Ok(true)` when the client gets an error. Neither the client nor the browser
+/// ever sees the domain's tokens or the proxy's client secret.
+fn check_upstream_token_response(
+    env: &ProxyEnv,
+    http: &reqwest::Client,
+    status: u16,
+    body: String,
+    secrets: &[&str],
+) -> Result<bool, TestCaseError> {
+    let (callback, cookie) = login_to_callback(env, http)?;
+    env.emu.inject_fault(Fault::Respond { status, body }, 1);
+    let request = Request::get(callback)
+        .header("cookie", cookie)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let (status, headers, page) = send(&env.rt, &env.router, request)?;
+    let location = headers
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    check_proxy_response(
+        "callback",
+        status,
+        &format!("{location} {page}"),
+        &[302, 400, 502, 503],
+        secrets,
+    )?;
+    prop_assert!(
+        status != StatusCode::FOUND || location.starts_with(REDIRECT),
+        "redirected to {}",
+        location
+    );
+    Ok(!location.contains("code="))
+}
+
+#[test]
+fn proxy_upstream_token_responses() {
+    let env = proxy_env();
+    let http = http_client();
+    let access = env.emu.mint_user_token("ann");
+    let refresh = "upstream-refresh-token-0123456789";
+    let secret = env.emu.client_secret().expose_secret().to_owned();
+    let secrets = [access.as_str(), refresh, secret.as_str()];
+    let valid = json!({
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": 3600,
+        "refresh_token": refresh,
+        "refresh_token_expires_in": 604_800,
+    });
+    // The valid answer logs the user in: the mutations start from it.
+    assert_eq!(
+        check_upstream_token_response(&env, &http, 200, valid.to_string(), &secrets).ok(),
+        Some(false)
+    );
+    let echoed = prop_oneof![
+        Just(access.clone()),
+        Just(secret.clone()),
+        Just(format!("bad token {access} {secret}")),
+        any::<String>(),
+    ]
+    .boxed();
+    let error_doc = (echoed.clone(), echoed)
+        .prop_flat_map(|(a, b)| json_text(json!({"error": a, "error_description": b})));
+    let bodies = prop_oneof![3 => json_text(valid), 1 => error_doc, 1 => any::<String>()];
+    let statuses = prop_oneof![4 => Just(200u16), 1 => Just(400u16), 1 => Just(401u16), 1 => Just(503u16), 1 => 200u16..600];
+    fuzz(
+        "proxy/upstream_token",
+        150,
+        (statuses, bodies),
+        |(status, body)| check_upstream_token_response(&env, &http, status, body, &secrets),
+    );
+    let huge = json!({"access_token": access, "token_type": "Bearer", "padding": "A".repeat(HUGE)});
+    assert_eq!(
+        check_upstream_token_response(&env, &http, 200, huge.to_string(), &secrets).ok(),
+        Some(true),
+        "a 10 MB token response is refused"
     );
 }
 
