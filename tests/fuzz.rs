@@ -36,7 +36,13 @@
 //! OCX_FUZZ_CASES=100000 cargo test --release --all-features --test fuzz -- --nocapture --test-threads 1
 //! ```
 //!
-//! Each target prints `fuzz <target>: <n> inputs in <s> s` to stderr.
+//! Each target prints `fuzz <target>: <n> inputs (<k> refused) in <s> s` to stderr.
+//!
+//! Open: the `jwks` target's memory grows with the case count (838 MB RSS after
+//! 30,000 cases in release, against 41 MB after 4,000; the first 100,000-case run
+//! of the whole file was killed by the OOM killer at 24 GB while it ran). The
+//! cause (this harness or the JWKS cache) is not isolated yet: give that test a
+//! lower count (`OCX_FUZZ_CASES=20000 ... -- --exact discovery_and_jwks_documents`).
 #![cfg(all(feature = "oauth-proxy", feature = "emulator"))]
 #![allow(
     clippy::unwrap_used,
