@@ -60,7 +60,7 @@ pub use exchange::{
 #[cfg(feature = "aws-lc-rs")]
 pub use fernet::{Fernet, FernetKey};
 #[cfg(feature = "reqwest")]
-pub use key::KeyPool;
+pub use key::{KeyPool, KeyPoolBuilder, KeyPoolStats};
 pub use key::{KeyBackend, KeySize, PublicKey, SigningKey};
 #[cfg(feature = "mcp")]
 pub use mcp::{

@@ -19,7 +19,7 @@ mod signing_key;
 
 pub use backend::{KeyBackend, KeySize};
 #[cfg(feature = "reqwest")]
-pub use pool::KeyPool;
+pub use pool::{KeyPool, KeyPoolBuilder, KeyPoolStats};
 pub use public_key::PublicKey;
 pub use signing_key::SigningKey;
 
