@@ -586,7 +586,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_dropped_pool_stops_refilling() {
         // A floor that takes minutes to fill: the workers would run on for minutes.
-        let pool = KeyPool::builder().floor(10_000).parallelism(2).build();
+        let pool = KeyPool::builder()
+            .floor(10_000)
+            .ceiling(20_000)
+            .parallelism(2)
+            .build();
         pool.fill();
         eventually("a first key", || pool.generated() >= 1).await;
         let live = Arc::clone(&pool.inner.live_workers);

@@ -306,4 +306,44 @@ mod tests {
             assert!(key.public_key().verify_pkcs1_sha256(b"m", &sig));
         }
     }
+
+    /// Keys made by the `rsa` crate and imported into aws-lc-rs (the pool's path when
+    /// both backends are compiled in): the right size and exponent, distinct, sign
+    /// and verify with both backends, and aws-lc refuses an inconsistent key on import.
+    #[cfg(all(feature = "aws-lc-rs", feature = "rust-crypto"))]
+    #[test]
+    fn keys_generated_by_rsa_and_imported_into_aws_lc_are_sound() {
+        assert_eq!(
+            KeyBackend::fastest_generator_for(KeyBackend::AwsLcRs),
+            KeyBackend::RustCrypto
+        );
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..3 {
+            let key = SigningKey::generate_fastest(KeyBackend::AwsLcRs, KeySize::Rsa2048)
+                .expect("generates");
+            assert_eq!(key.backend(), KeyBackend::AwsLcRs);
+            assert_eq!(key.bits(), 2048);
+            assert_eq!(key.public.parts.e, [1, 0, 1], "e = 65537");
+            assert!(seen.insert(key.public_key().to_spki_base64()), "distinct");
+            let sig = key.sign_pkcs1_sha256(b"date: x").expect("signs");
+            for &backend in KeyBackend::ALL {
+                assert!(key.public_key().verify_with(backend, b"date: x", &sig));
+            }
+            assert!(!key.public_key().verify_pkcs1_sha256(b"date: y", &sig));
+
+            // The import checks the key (RSA_check_key): damage the modulus, or the
+            // CRT coefficient qinv (the last INTEGER), and it is refused.
+            let pkcs8 = key.to_pkcs8_der().expect("encodes");
+            let pkcs1 = der::pkcs1_of_pkcs8(&pkcs8).expect("pkcs1").to_vec();
+            assert!(SigningKey::from_pkcs1_der_with(&pkcs1, KeyBackend::AwsLcRs).is_ok());
+            for at in [20, pkcs1.len() - 1] {
+                let mut bad = pkcs1.clone();
+                bad[at] ^= 0x04;
+                assert!(
+                    SigningKey::from_pkcs1_der_with(&bad, KeyBackend::AwsLcRs).is_err(),
+                    "byte {at}"
+                );
+            }
+        }
+    }
 }
