@@ -7,7 +7,9 @@
 //!   (the demand it missed, with as much again in headroom), up to the ceiling.
 //! - **Refill**: whenever fewer than `target` keys are ready or being made, up to
 //!   `parallelism` (default: the number of cores) workers generate keys on tokio's
-//!   blocking threads, never on an async worker. Workers hold only a weak
+//!   blocking threads, never on an async worker. After a take they first let the
+//!   burst's requests run: they start 100 ms after the last take, or at once when
+//!   takers wait or fewer than a quarter of the target are ready. Workers hold only a weak
 //!   reference: once every handle to the pool is dropped, each finishes at most the
 //!   key in hand (which is wiped) and stops.
 //! - **Takers** never generate on their own while workers can: a take that finds
@@ -33,6 +35,9 @@ use crate::error::{Error, ErrorKind, Result};
 
 /// Size of [`KeyPool::default`]: one signer's pool (it needs a key per refresh).
 pub(crate) const DEFAULT_POOL_SIZE: usize = 2;
+/// How long after the last take background workers wait before generating, unless
+/// the pool runs low or takers wait: a burst's requests get the cores first.
+const SETTLE: Duration = Duration::from_millis(100);
 /// The longest a take waits for a worker's key before generating one itself (a
 /// safety net: workers deliver a key every few tens of milliseconds).
 const WAIT_BOUND: Duration = Duration::from_secs(10);
@@ -125,6 +130,10 @@ struct State {
     in_flight: usize,
     /// A take happened since the shrink task last looked.
     active: bool,
+    /// When the last take happened.
+    last_take: Option<tokio::time::Instant>,
+    /// Takes waiting for a key.
+    waiters: usize,
     shrink_task: bool,
     /// Bumped by each failed generation, so that waiters stop waiting.
     failure_epoch: u64,
@@ -286,6 +295,8 @@ impl KeyPool {
                     workers: 0,
                     in_flight: 0,
                     active: false,
+                    last_take: None,
+                    waiters: 0,
                     shrink_task: false,
                     failure_epoch: 0,
                 }),
@@ -392,6 +403,7 @@ impl KeyPool {
             return self.generate_here().await;
         }
         let epoch = inner.state().failure_epoch;
+        let _waiting = Waiting::new(inner);
         let waited = tokio::time::timeout(WAIT_BOUND, async {
             loop {
                 let mut notified = std::pin::pin!(inner.ready.notified());
@@ -437,6 +449,23 @@ impl KeyPool {
     }
 }
 
+/// Counts a take in `waiters` while it lives (so cancelled takes are uncounted).
+struct Waiting<'a>(&'a PoolInner);
+
+impl<'a> Waiting<'a> {
+    fn new(pool: &'a PoolInner) -> Self {
+        pool.state().waiters += 1;
+        Self(pool)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.state();
+        state.waiters = state.waiters.saturating_sub(1);
+    }
+}
+
 fn generate(config: Config) -> Result<SigningKey> {
     SigningKey::generate_fastest(config.backend, config.size)
 }
@@ -450,6 +479,7 @@ impl PoolInner {
     fn pop(&self, grow: bool) -> Option<SigningKey> {
         let mut state = self.state();
         state.active = true;
+        state.last_take = Some(tokio::time::Instant::now());
         let key = state.keys.pop_front();
         if key.is_some() {
             self.taken.fetch_add(1, Ordering::Relaxed);
@@ -482,6 +512,7 @@ struct Worker {
 impl Worker {
     fn run(mut self) {
         loop {
+            self.settle();
             {
                 let Some(pool) = self.pool.upgrade() else {
                     return;
@@ -521,6 +552,30 @@ impl Worker {
                     return;
                 }
             }
+        }
+    }
+}
+
+impl Worker {
+    /// Before a key, waits (once, at most [`SETTLE`]) until takes have paused for
+    /// [`SETTLE`], unless takers wait or fewer than a quarter of the target are
+    /// ready: the requests of a burst get the cores before the refill does.
+    fn settle(&self) {
+        let wait = {
+            let Some(pool) = self.pool.upgrade() else {
+                return;
+            };
+            let state = pool.state();
+            let low = state.keys.len() < (state.target / 4).max(1);
+            match state.last_take {
+                Some(at) if !low && state.waiters == 0 => {
+                    SETTLE.saturating_sub(tokio::time::Instant::now().saturating_duration_since(at))
+                }
+                _ => Duration::ZERO,
+            }
+        };
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
         }
     }
 }
