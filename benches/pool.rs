@@ -7,6 +7,7 @@
 //! - `pool/burst_40_new_users_pool_2`: the same with the old default, a fixed pool of
 //!   2 keys, so most users wait for key generation.
 //!
+//! First it prints the memory a pooled key costs and the fill rate of a 256-key pool.
 //! At the end each prints the burst's per-request p50/p99/max over all iterations,
 //! and the keys per second the pool refilled at after each burst.
 
@@ -50,6 +51,36 @@ fn benches(c: &mut Criterion) {
     let http = reqwest::Client::new();
     let url = emulator.api_url().join("/20160918/instances").expect("url");
     let users = AtomicU64::new(0);
+
+    // What a pooled key costs in memory: the resident set before and after a pool
+    // of 256 fills (aws-lc allocates with malloc, so the process's RSS is the
+    // measure that sees it).
+    let rss_kib = || -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    runtime.block_on(async {
+        const KEYS: usize = 256;
+        let pool = KeyPool::builder().floor(KEYS).build();
+        let before = rss_kib();
+        let start = Instant::now();
+        pool.fill();
+        while pool.available() < KEYS {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let elapsed = start.elapsed();
+        let after = rss_kib();
+        eprintln!(
+            "pool: {KEYS} keys filled in {elapsed:.2?} ({:.1} keys/s on all cores); \
+             RSS {before} KiB -> {after} KiB: {:.2} KiB per pooled key",
+            KEYS as f64 / elapsed.as_secs_f64(),
+            (after.saturating_sub(before)) as f64 / KEYS as f64
+        );
+    });
 
     let mut group = c.benchmark_group("pool");
     group

@@ -1,9 +1,10 @@
 //! Signing and key generation. Ids are stable (see DESIGN.md): `sign/get_2048`,
 //! `sign/post_1k_2048`, `keygen/rsa_2048`; `*_rust_crypto` variants measure the
 //! pure-Rust backend when it is compiled in, `rsa/*` the bare RSA operation.
-//! `keygen/rsa_2048_rust_crypto_into_aws_lc` generates with the `rsa` crate and imports
-//! into aws-lc-rs (what the key pool does when both are compiled in);
-//! `keygen/rsa_2048_all_cores*` measure keys per second with every core busy.
+//! `keygen/rsa_2048_fast` is the key pool's generator (`SigningKey::generate_fastest`:
+//! with feature `fast-keygen`, the `rsa` crate, imported into aws-lc-rs);
+//! `keygen/rsa_2048_rust_crypto_into_aws_lc` the same through `generate_by` (feature
+//! `rust-crypto`); `keygen/rsa_2048*_all_cores` keys per second with every core busy.
 
 #![allow(
     clippy::expect_used,
@@ -96,32 +97,41 @@ fn benches(c: &mut Criterion) {
         group.finish();
     }
 
+    // The pool's generator: with `fast-keygen` (default) the `rsa` crate, imported
+    // into aws-lc-rs and checked there.
+    let mut group = c.benchmark_group("keygen");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20));
+    group.bench_function("rsa_2048_fast", |b| {
+        b.iter(|| {
+            SigningKey::generate_fastest(KeyBackend::DEFAULT, KeySize::Rsa2048).expect("generates")
+        });
+    });
+    group.finish();
+
     // Keys per second with every core: one key per core per iteration, each on its
-    // own thread (as the pool generates them), for each generation path.
+    // own thread (as the pool generates them).
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let mut group = c.benchmark_group("keygen");
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(30))
         .throughput(criterion::Throughput::Elements(cores as u64));
-    for &generator in KeyBackend::ALL {
-        let id = format!(
-            "rsa_2048_all_cores{}{}",
-            suffix(generator),
-            if generator == KeyBackend::DEFAULT {
-                String::new()
-            } else {
-                into_suffix(KeyBackend::DEFAULT).to_string()
-            }
-        );
+    let generators: [(&str, fn() -> SigningKey); 2] = [
+        ("rsa_2048_all_cores", || {
+            SigningKey::generate_with(KeyBackend::DEFAULT, KeySize::Rsa2048).expect("generates")
+        }),
+        ("rsa_2048_fast_all_cores", || {
+            SigningKey::generate_fastest(KeyBackend::DEFAULT, KeySize::Rsa2048).expect("generates")
+        }),
+    ];
+    for (id, generate) in generators {
         group.bench_function(id, |b| {
             b.iter(|| {
                 std::thread::scope(|s| {
                     for _ in 0..cores {
-                        s.spawn(|| {
-                            SigningKey::generate_by(generator, KeyBackend::DEFAULT, KeySize::Rsa2048)
-                                .expect("generates")
-                        });
+                        s.spawn(generate);
                     }
                 });
             });

@@ -130,7 +130,11 @@ async fn a_dry_pool_grows_up_to_its_ceiling_and_no_further() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let stats = pool.stats();
     assert_eq!((stats.available, stats.target), (5, 5), "{stats:?}");
-    assert_eq!(stats.generated, stats.taken + 5, "nothing made beyond the target");
+    assert_eq!(
+        stats.generated,
+        stats.taken + 5,
+        "nothing made beyond the target"
+    );
 
     // A fixed-size pool does not grow.
     let fixed = KeyPool::new(2);
@@ -158,7 +162,10 @@ async fn an_idle_pool_shrinks_back_towards_its_floor() {
     tokio::time::sleep(idle / 2).await;
     tokio::time::sleep(idle).await;
     let stats = pool.stats();
-    assert_eq!((stats.target, stats.available, stats.discarded), (10, 10, 0));
+    assert_eq!(
+        (stats.target, stats.available, stats.discarded),
+        (10, 10, 0)
+    );
 
     // t0 + 150 s: one idle period: halfway back to the floor.
     tokio::time::sleep(idle).await;
@@ -185,5 +192,8 @@ async fn a_pool_of_zero_generates_on_each_take() {
     off.fill();
     take_concurrently(&off, 2).await;
     let stats = off.stats();
-    assert_eq!((stats.available, stats.generated, stats.generated_on_take), (0, 2, 2));
+    assert_eq!(
+        (stats.available, stats.generated, stats.generated_on_take),
+        (0, 2, 2)
+    );
 }

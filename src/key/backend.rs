@@ -27,23 +27,6 @@ impl KeyBackend {
     #[cfg(not(any(feature = "aws-lc-rs", feature = "rust-crypto")))]
     pub const DEFAULT: Self = Self::Unavailable;
 
-    /// The backend whose key generation, followed by an import into `backend`, is
-    /// fastest in this build: `RustCrypto` when it is compiled in (the `rsa` crate
-    /// generates RSA-2048 keys in about 39 ms against aws-lc-rs's 52 ms on x86-64,
-    /// and the import costs about 1 ms), else `backend` itself.
-    #[must_use]
-    pub fn fastest_generator_for(backend: Self) -> Self {
-        #[cfg(feature = "rust-crypto")]
-        {
-            let _ = backend;
-            Self::RustCrypto
-        }
-        #[cfg(not(feature = "rust-crypto"))]
-        {
-            backend
-        }
-    }
-
     /// Every backend compiled into this build (empty without one).
     pub const ALL: &'static [Self] = &[
         #[cfg(feature = "aws-lc-rs")]

@@ -13,7 +13,7 @@ mod pem;
 #[cfg(feature = "reqwest")]
 mod pool;
 mod public_key;
-#[cfg(feature = "rust-crypto")]
+#[cfg(any(feature = "rust-crypto", feature = "fast-keygen"))]
 mod rust;
 mod signing_key;
 
