@@ -118,7 +118,8 @@ fn benches(c: &mut Criterion) {
         .sample_size(10)
         .measurement_time(Duration::from_secs(30))
         .throughput(criterion::Throughput::Elements(cores as u64));
-    let generators: [(&str, fn() -> SigningKey); 2] = [
+    type Generate = fn() -> SigningKey;
+    let generators: [(&str, Generate); 2] = [
         ("rsa_2048_all_cores", || {
             SigningKey::generate_with(KeyBackend::DEFAULT, KeySize::Rsa2048).expect("generates")
         }),
