@@ -313,7 +313,9 @@ impl SignerCacheBuilder {
         self
     }
 
-    /// The key pool shared by all signers (default: a pool of 2 keys).
+    /// The key pool shared by all signers (default: [`KeyPool::builder`]'s adaptive
+    /// pool, 48 keys ready, up to 256 in bursts). It starts filling when the cache is
+    /// built (inside a tokio runtime; else at the first take).
     #[must_use]
     pub fn key_pool(mut self, pool: KeyPool) -> Self {
         self.pool = Some(pool);
@@ -381,6 +383,8 @@ impl SignerCacheBuilder {
                 }
             })
             .build_with_hasher(FastHash::default());
+        let pool = self.pool.unwrap_or_else(|| KeyPool::builder().build());
+        pool.fill();
         let ids = Cache::builder()
             .max_capacity(self.capacity)
             .expire_after(UntilTokenExpiry(Arc::clone(&clock)))
@@ -395,7 +399,7 @@ impl SignerCacheBuilder {
                 hasher: FastHash::default(),
                 ids,
                 exchange: self.exchange,
-                pool: self.pool.unwrap_or_default(),
+                pool,
                 clock,
                 margin: self.margin,
                 counters,

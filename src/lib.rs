@@ -59,9 +59,9 @@ pub use exchange::{
 };
 #[cfg(feature = "aws-lc-rs")]
 pub use fernet::{Fernet, FernetKey};
-#[cfg(feature = "reqwest")]
-pub use key::KeyPool;
 pub use key::{KeyBackend, KeySize, PublicKey, SigningKey};
+#[cfg(feature = "reqwest")]
+pub use key::{KeyPool, KeyPoolBuilder, KeyPoolStats};
 #[cfg(feature = "mcp")]
 pub use mcp::{
     AccessToken, BearerAuth, BearerAuthBuilder, BearerAuthLayer, BearerAuthService,

@@ -13,13 +13,13 @@ mod pem;
 #[cfg(feature = "reqwest")]
 mod pool;
 mod public_key;
-#[cfg(feature = "rust-crypto")]
+#[cfg(any(feature = "rust-crypto", feature = "fast-keygen"))]
 mod rust;
 mod signing_key;
 
 pub use backend::{KeyBackend, KeySize};
 #[cfg(feature = "reqwest")]
-pub use pool::KeyPool;
+pub use pool::{KeyPool, KeyPoolBuilder, KeyPoolStats};
 pub use public_key::PublicKey;
 pub use signing_key::SigningKey;
 

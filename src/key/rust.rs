@@ -1,17 +1,43 @@
 //! The RustCrypto backend (feature `rust-crypto`): the pure-Rust `rsa` 0.10 crate,
 //! keys of 1024 to 8192 bits.
 
+#[cfg(feature = "rust-crypto")]
 use rsa::pkcs1::{DecodeRsaPrivateKey as _, DecodeRsaPublicKey as _, EncodeRsaPublicKey as _};
+#[cfg(feature = "rust-crypto")]
 use rsa::pkcs8::EncodePrivateKey as _;
 use zeroize::Zeroizing;
 
+use super::KeySize;
+#[cfg(feature = "rust-crypto")]
 use super::der::RsaPublicParts;
-use super::{KeyBackend, KeySize, RsaKey, sha256};
+#[cfg(feature = "rust-crypto")]
+use super::{KeyBackend, RsaKey, sha256};
 use crate::error::{Error, ErrorKind, Result};
 
+/// A new RSA key with e = 65537 from the `rsa` crate, as DER PKCS#1 `RSAPrivateKey`
+/// (wiped when dropped), for importing into aws-lc-rs (feature `fast-keygen`).
+///
+/// `rsa::PrivateKey::new` draws from the operating system's generator, makes each
+/// prime with its two top bits set by sieving from a random odd start and testing
+/// candidates with Baillie-PSW (`crypto-primes`: Miller-Rabin base 2 and a strong
+/// Lucas test), retries until n has exactly the requested size and d exists, and
+/// precomputes the CRT values.
+#[cfg(feature = "aws-lc-rs")]
+pub(super) fn generate_pkcs1_der(size: KeySize) -> Result<Zeroizing<Vec<u8>>> {
+    use rsa::pkcs1::EncodeRsaPrivateKey as _;
+    let key = rsa::PrivateKey::new(&mut getrandom::SysRng, size.bits())
+        .map_err(|_| Error::new(ErrorKind::Crypto, "rsa key generation failed"))?;
+    let der = key
+        .to_pkcs1_der()
+        .map_err(|_| Error::new(ErrorKind::Crypto, "cannot encode the private key"))?;
+    Ok(Zeroizing::new(der.as_bytes().to_vec()))
+}
+
 /// An `rsa` private key (zeroized on drop by the crate).
+#[cfg(feature = "rust-crypto")]
 pub(super) struct RustKey(Box<rsa::PrivateKey>);
 
+#[cfg(feature = "rust-crypto")]
 impl RsaKey for RustKey {
     const BACKEND: KeyBackend = KeyBackend::RustCrypto;
 
