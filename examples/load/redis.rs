@@ -33,10 +33,7 @@ impl Drop for Inner {
 }
 
 fn kill(child: &Mutex<Option<Child>>) {
-    let taken = child
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .take();
+    let taken = child.lock().unwrap_or_else(PoisonError::into_inner).take();
     if let Some(mut child) = taken {
         let _ = child.kill();
         let _ = child.wait();
@@ -81,7 +78,9 @@ fn command(port: u16, line: &str) -> Option<String> {
     )
     .ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    stream.set_write_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .ok()?;
     stream.write_all(format!("{line}\r\n").as_bytes()).ok()?;
     let mut reply = Vec::new();
     let mut buf = [0_u8; 4096];
@@ -157,7 +156,10 @@ impl RedisControl {
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
-            Err(format!("redis-server did not restart on port {}", inner.port))
+            Err(format!(
+                "redis-server did not restart on port {}",
+                inner.port
+            ))
         })
         .await
         .map_err(|e| format!("restart task: {e}"))?
