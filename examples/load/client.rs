@@ -1,7 +1,7 @@
 //! One simulated user: an rmcp client over streamable HTTP with the user's token, its
 //! tool calls, and what each call's outcome was.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rmcp::ServiceExt as _;
 use rmcp::model::{CallToolRequestParams, CallToolResult};
@@ -9,6 +9,7 @@ use rmcp::service::RunningService;
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde_json::{Value, json};
+use tokio::time::Instant;
 
 /// The tools the users call, in turn.
 pub const TOOLS: [Tool; 3] = [Tool::Whoami, Tool::Get, Tool::Post];

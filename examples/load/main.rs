@@ -67,7 +67,9 @@ mod setup;
 
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use oci_token_exchange::{Emulator, UserTokenOptions};
@@ -616,10 +618,10 @@ async fn run(args: Args, runtimes: &setup::Runtimes) -> Result<Report, BoxError>
                 soak.key_pool_available, soak.key_pool_bound
             ));
         }
-        if let (Some(n), Some(b)) = (soak.proxy_store_entries, soak.proxy_store_bound) {
-            if n > b {
-                failures.push(format!("proxy store holds {n} entries (bound {b})"));
-            }
+        if let (Some(n), Some(b)) = (soak.proxy_store_entries, soak.proxy_store_bound)
+            && n > b
+        {
+            failures.push(format!("proxy store holds {n} entries (bound {b})"));
         }
     }
     let delta =
