@@ -46,6 +46,12 @@
 //! server cannot tell one client's requests from another's except by their tokens.
 //! The tools here need none of that. Keep `off` for servers whose tools send
 //! notifications or ask the client anything.
+//!
+//! `MCP_KEY_POOL` (default 48): the session keys kept ready for new users, generated
+//! in the background from start-up; the pool grows to 256 when a burst drains it and
+//! shrinks back after 5 idle minutes. Lower it where memory or start-up CPU matters
+//! more than a burst of new users (each key holds about 4.5 KiB and takes about 50 ms
+//! of one core to generate).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 #[path = "support/server.rs"]
@@ -74,6 +80,20 @@ async fn run() -> Result<(), BoxError> {
         Some("on") => true,
         Some(_) => return Err("MCP_STATELESS must be `on` or `off`".into()),
     };
+    let mut key_pool = KeyPool::builder();
+    if let Some(floor) = var("MCP_KEY_POOL") {
+        let floor = floor
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n <= KeyPool::DEFAULT_CEILING)
+            .ok_or_else(|| {
+                format!(
+                    "MCP_KEY_POOL must be a number of keys from 0 to {}",
+                    KeyPool::DEFAULT_CEILING
+                )
+            })?;
+        key_pool = key_pool.floor(floor);
+    }
     let listener = tokio::net::TcpListener::bind(&bind).await?;
     let address = listener.local_addr()?;
     let base_url = var("MCP_BASE_URL").map(|base| base.trim_end_matches('/').to_owned());
@@ -189,7 +209,7 @@ async fn run() -> Result<(), BoxError> {
         audience,
         proxy,
         sessions: store,
-        key_pool: KeyPool::default(),
+        key_pool: key_pool.build(),
         stateless,
     })?;
     tracing::info!(%resource, stateless, "mcp server listening");

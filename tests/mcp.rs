@@ -59,6 +59,9 @@ fn server_command(emulator: &Emulator, audience: Option<&str>) -> Command {
         .env("OCI_API_BASE", emulator.api_url().as_str())
         .env("MCP_BIND", "127.0.0.1:0")
         .env_remove("MCP_AUDIENCE")
+        // A small key pool: these tests are not about bursts of new users, and the
+        // default 48 keys would cost seconds of CPU at each start.
+        .env("MCP_KEY_POOL", "2")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
@@ -191,6 +194,21 @@ async fn real_mode_without_an_audience_exits_2_with_a_clear_message() {
     assert!(stderr.contains("MCP_AUDIENCE is required"), "{stderr}");
     assert!(!stderr.contains(emulator.client_secret().expose_secret()));
     assert!(String::from_utf8_lossy(&output.stdout).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_key_pool_size_exits_2_with_a_clear_message() {
+    let emulator = Emulator::start().await.unwrap();
+    for bad in ["many", "-1", "257"] {
+        let output = server_command(&emulator, Some(AUDIENCE))
+            .env("MCP_KEY_POOL", bad)
+            .stderr(Stdio::piped())
+            .output()
+            .expect("runs");
+        assert_eq!(output.status.code(), Some(2), "MCP_KEY_POOL={bad}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("MCP_KEY_POOL must be a number"), "{stderr}");
+    }
 }
 
 /// POSTs an MCP initialize with `authorization` (if any); returns status and challenge.

@@ -72,6 +72,8 @@ fn proxy_command(emulator: Option<&Emulator>, port: u16) -> Command {
     command
         .env("MCP_BASE_URL", &base)
         .env("MCP_BIND", format!("127.0.0.1:{port}"))
+        // Not a test of bursts: a small key pool keeps each start cheap.
+        .env("MCP_KEY_POOL", "2")
         .env_remove("MCP_AUDIENCE")
         .env_remove("MCP_CONSENT")
         .env_remove("MCP_STORAGE")

@@ -765,8 +765,8 @@ async fn run_soak(
     }
 }
 
-/// The most keys the pool may hold (its growth bound is below this).
-const KEY_POOL_BOUND: usize = 64;
+/// The most keys the pool may hold: the default pool's ceiling.
+const KEY_POOL_BOUND: usize = oci_token_exchange::KeyPool::DEFAULT_CEILING;
 /// The most proxy store entries one login may leave behind.
 const PROXY_ENTRIES_PER_LOGIN: usize = 4;
 

@@ -130,7 +130,8 @@ pub async fn start(runtimes: &Runtimes, options: Options) -> Result<System, BoxE
     } else {
         None
     };
-    let pool = KeyPool::default();
+    // The cache's default pool: filled at start-up, grown by bursts.
+    let pool = KeyPool::builder().build();
     let settings = Settings {
         resource: url.clone(),
         domain_url: emulator.domain_url().to_string(),
