@@ -3,6 +3,12 @@
 //!
 //! - `mcp/oci_request_warm`: rmcp client -> example server (bearer validation,
 //!   cached signer, signing) -> emulator control plane, session already exchanged;
+//! - `mcp/oci_request_warm_stateless`: the same through the example server run with
+//!   `MCP_STATELESS=1`: rmcp's `StreamableHttpServerConfig` with
+//!   `legacy_session_mode: false` and `json_response: true` (no MCP session, each
+//!   POST answered with one `application/json` body instead of an SSE stream).
+//!   Skipped, with a printed reason, when the example does not honour the variable
+//!   (its initialize answer still carries an `Mcp-Session-Id`);
 //! - `mcp/direct_signed_request`: sign with a ready session and send.
 //!
 //! The example server is built in release mode and run as a child process.
@@ -15,7 +21,7 @@
 )]
 
 use std::io::{BufRead as _, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -57,14 +63,22 @@ fn build_example() -> std::path::PathBuf {
         .expect("executable")
 }
 
-fn benches(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let emulator = runtime.block_on(Emulator::start()).unwrap();
-    let mut server = Command::new(build_example())
+/// A running example server and its MCP URL.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(executable: &std::path::Path, emulator: &Emulator, stateless: bool) -> Server {
+    let mut command = Command::new(executable);
+    command
         .env("OCI_DOMAIN_URL", emulator.domain_url().as_str())
         .env("OCI_CLIENT_ID", emulator.client_id())
         .env(
@@ -74,31 +88,75 @@ fn benches(c: &mut Criterion) {
         .env("OCI_API_BASE", emulator.api_url().as_str())
         .env("MCP_BIND", "127.0.0.1:0")
         .env("MCP_AUDIENCE", "https://mcp.example.com/")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+        .env_remove("MCP_STATELESS")
+        .stdout(Stdio::piped());
+    if stateless {
+        command.env("MCP_STATELESS", "1");
+    }
+    let mut child = command.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let url = loop {
         let line = lines.next().unwrap().unwrap();
         if let Some(url) = line.strip_prefix("listening on ") {
             break url.to_owned();
         }
     };
+    Server { child, url }
+}
+
+/// Whether the server at `url` answers an initialize without an MCP session, in
+/// one JSON body.
+async fn is_stateless(url: &str, token: &str) -> bool {
+    let response = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .json(&json!({
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                       "clientInfo": {"name": "probe", "version": "0"}}
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    response.headers().get("mcp-session-id").is_none()
+        && response
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
+}
+
+type Client = rmcp::service::RunningService<rmcp::RoleClient, ()>;
+
+async fn connect(url: &str, token: &str) -> Client {
+    let config = StreamableHttpClientTransportConfig::with_uri(url).auth_header(token.to_owned());
+    ().serve(StreamableHttpClientTransport::from_config(config))
+        .await
+        .unwrap()
+}
+
+fn benches(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let emulator = runtime.block_on(Emulator::start()).unwrap();
+    let executable = build_example();
+    let stateful = start_server(&executable, &emulator, false);
+    let stateless = start_server(&executable, &emulator, true);
     let token = emulator.mint_user_token_with(
         &UserTokenOptions::new("bench@example.com").audience("https://mcp.example.com/"),
     );
-    let client = runtime.block_on(async {
-        let config =
-            StreamableHttpClientTransportConfig::with_uri(url.as_str()).auth_header(token.clone());
-        ().serve(StreamableHttpClientTransport::from_config(config))
-            .await
-            .unwrap()
-    });
+    let honoured = runtime.block_on(is_stateless(&stateless.url, &token));
+    let client = runtime.block_on(connect(&stateful.url, &token));
+    let stateless_client = honoured.then(|| runtime.block_on(connect(&stateless.url, &token)));
     let args = json!({"path": "/20160918/instances"})
         .as_object()
         .cloned()
         .unwrap();
-    let call = || {
+    let call = |client: &Client| {
         runtime.block_on(async {
             let result = client
                 .call_tool(CallToolRequestParams::new("oci_request").with_arguments(args.clone()))
@@ -107,7 +165,10 @@ fn benches(c: &mut Criterion) {
             assert_eq!(result.structured_content.as_ref().unwrap()["status"], 200);
         });
     };
-    call(); // warm: the exchange happens here
+    call(&client); // warm: the exchange happens here
+    if let Some(client) = &stateless_client {
+        call(client);
+    }
 
     let exchange = TokenExchange::builder()
         .domain_url(emulator.domain_url().as_str())
@@ -133,16 +194,28 @@ fn benches(c: &mut Criterion) {
     group
         .sample_size(200)
         .measurement_time(Duration::from_secs(20));
-    group.bench_function("oci_request_warm", |b| b.iter(call));
+    group.bench_function("oci_request_warm", |b| b.iter(|| call(&client)));
+    match &stateless_client {
+        Some(stateless_client) => {
+            group.bench_function("oci_request_warm_stateless", |b| {
+                b.iter(|| call(stateless_client));
+            });
+        }
+        None => println!(
+            "mcp/oci_request_warm_stateless skipped: the example server ignores MCP_STATELESS \
+             (its initialize answer carries an Mcp-Session-Id or an SSE stream)"
+        ),
+    }
     group.bench_function("direct_signed_request", |b| b.iter(direct));
     group.finish();
+    let servers = if honoured { 3 } else { 2 };
     assert_eq!(
         emulator.exchanges_for("bench@example.com"),
-        2,
-        "one exchange each, both warm"
+        servers,
+        "one exchange per server and one direct, all warm"
     );
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(stateful);
+    drop(stateless);
 }
 
 criterion_group!(mcp, benches);

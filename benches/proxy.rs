@@ -2,7 +2,12 @@
 //! token plus the lookup of the user's upstream token set, beside bearer mode's
 //! validation of a domain token sent directly.
 //!
-//! - `proxy/validate_warm`: `OAuthProxy::bearer_auth().validate(own token)`;
+//! - `proxy/validate_warm`: `OAuthProxy::bearer_auth().validate(own token)` with
+//!   the validation cache off (`validation_cache_ttl(0)`): the token's record and
+//!   its login are read from the store (a `MemoryStore`) on every call;
+//! - `proxy/validate_warm_cached`: the same with the default 1 s validation cache
+//!   (a replica sharing the store, so the token is the same): no store read but
+//!   one per second;
 //! - `proxy/bearer_validate_warm`: `BearerAuth::validate(domain token)` (keys cached).
 //!
 //! The login that yields the proxy's token runs once, against the emulator, with the
@@ -16,11 +21,13 @@
 )]
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::{Criterion, criterion_group, criterion_main};
-use oci_token_exchange::{BearerAuth, Emulator, OAuthProxy, UserTokenOptions};
+use oci_token_exchange::{BearerAuth, Emulator, MemoryStore, OAuthProxy, UserTokenOptions};
 use serde_json::Value;
 
 const REDIRECT: &str = "http://127.0.0.1:33418/callback";
@@ -114,7 +121,7 @@ fn benches(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let (proxy, own_token, bearer, domain_token, _emulator) = runtime.block_on(async {
+    let (proxy, cached, own_token, bearer, domain_token, _emulator) = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let emulator = Emulator::builder()
@@ -122,14 +129,24 @@ fn benches(c: &mut Criterion) {
             .start()
             .await
             .unwrap();
-        let proxy = OAuthProxy::builder()
-            .base_url(base.as_str())
-            .domain_url(emulator.domain_url().as_str())
-            .client_credentials(emulator.client_id(), emulator.client_secret().clone())
-            .signing_key(b"bench-signing-key-0123456789-0123456789".to_vec())
-            .consent(false)
+        let store = MemoryStore::default();
+        let replica = |ttl: Option<Duration>| {
+            let builder = OAuthProxy::builder()
+                .base_url(base.as_str())
+                .domain_url(emulator.domain_url().as_str())
+                .client_credentials(emulator.client_id(), emulator.client_secret().clone())
+                .signing_key(b"bench-signing-key-0123456789-0123456789".to_vec())
+                .consent(false)
+                .store(Arc::new(store.clone()));
+            match ttl {
+                Some(ttl) => builder.validation_cache_ttl(ttl),
+                None => builder,
+            }
             .build()
-            .unwrap();
+            .unwrap()
+        };
+        let proxy = replica(Some(Duration::ZERO));
+        let cached = replica(None);
         let app = proxy.router();
         tokio::spawn(async move { axum::serve(listener, app).await });
         let own_token = proxy_token(&base).await;
@@ -144,13 +161,18 @@ fn benches(c: &mut Criterion) {
             .mint_user_token_with(&UserTokenOptions::new("bench").audience(resource.as_str()));
         // Warm both: keys fetched, token set found.
         proxy.bearer_auth().validate(&own_token).await.unwrap();
+        cached.bearer_auth().validate(&own_token).await.unwrap();
         bearer.validate(&domain_token).await.unwrap();
-        (proxy, own_token, bearer, domain_token, emulator)
+        (proxy, cached, own_token, bearer, domain_token, emulator)
     });
     let auth = proxy.bearer_auth();
     let mut group = c.benchmark_group("proxy");
     group.bench_function("validate_warm", |b| {
         b.iter(|| runtime.block_on(auth.validate(&own_token)).unwrap());
+    });
+    let cached = cached.bearer_auth();
+    group.bench_function("validate_warm_cached", |b| {
+        b.iter(|| runtime.block_on(cached.validate(&own_token)).unwrap());
     });
     group.bench_function("bearer_validate_warm", |b| {
         b.iter(|| runtime.block_on(bearer.validate(&domain_token)).unwrap());

@@ -7,6 +7,12 @@
 //!   printed reason without one); compare with `session/cold_pooled` (an exchange).
 //! - `shared/first_use_from_memory_store`: the same on `MemoryStore` (the cost
 //!   of the lookup and decode without the network).
+//! - `shared/warm_signed_request`: the floor both include, in the same run: a
+//!   signed request to the same emulator with a signer whose session is already
+//!   in memory (sign, send). `first_use_*` minus this is the cost of taking a
+//!   session from the store: the store read, decoding, loading the private key
+//!   (aws-lc checks its consistency) and the key's first signature (aws-lc sets
+//!   up its blinding: a modular inverse, about one more RSA signature's work).
 
 #![allow(
     clippy::expect_used,
@@ -112,6 +118,22 @@ fn first_use(
             BatchSize::PerIteration,
         );
     });
+    if id == "first_use_from_memory_store" {
+        // The maker's signer holds the session in memory: sign and send only.
+        let signer = runtime.block_on(maker.signer_for(&token)).expect("signer");
+        group.bench_function("warm_signed_request", |b| {
+            b.iter_batched(
+                || http.get(url.clone()).build().expect("request"),
+                |mut request| {
+                    runtime.block_on(async {
+                        signer.sign_reqwest(&mut request).await.expect("signed");
+                        assert_eq!(http.execute(request).await.expect("sent").status(), 200);
+                    });
+                },
+                BatchSize::PerIteration,
+            );
+        });
+    }
     group.finish();
     assert_eq!(
         emulator.exchanges_for("shared"),

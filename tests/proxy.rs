@@ -33,6 +33,8 @@ struct Options {
     store_entries: usize,
     /// Every refresh-lock attempt takes a second (a slow store).
     slow_locks: bool,
+    /// `OAuthProxyBuilder::validation_cache_ttl` (`None`: the default).
+    validation_ttl: Option<Duration>,
 }
 
 impl Default for Options {
@@ -43,6 +45,7 @@ impl Default for Options {
             upstream_ttl: Duration::from_secs(3600),
             store_entries: MemoryStore::DEFAULT_MAX_ENTRIES,
             slow_locks: false,
+            validation_ttl: None,
         }
     }
 }
@@ -52,6 +55,8 @@ struct Env {
     base: String,
     store: MemoryStore,
     clock: Arc<FixedClock>,
+    /// The store as the proxy sees it, counting its reads.
+    proxy_store: Arc<Counting>,
     /// The MCP client's HTTP (no cookies).
     http: reqwest::Client,
     _server: tokio::task::JoinHandle<()>,
@@ -88,20 +93,57 @@ async fn env_with(options: Options) -> Env {
         .unwrap();
     let store = MemoryStore::with_clock(clock.clone())
         .with_limits(options.store_entries, MemoryStore::DEFAULT_MAX_BYTES);
-    let proxy = OAuthProxy::builder()
-        .base_url(&base)
+    let proxy_store = Arc::new(Counting::new(if options.slow_locks {
+        Arc::new(SlowLocks(store.clone()))
+    } else {
+        Arc::new(store.clone())
+    }));
+    let server = serve_replica(
+        listener,
+        &base,
+        &emu,
+        &proxy_store,
+        &clock,
+        options.consent,
+        options.validation_ttl,
+    );
+    Env {
+        emu,
+        base,
+        store,
+        clock,
+        proxy_store,
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        _server: server,
+    }
+}
+
+/// A proxy replica (the issuer `base`, on `listener`) with the echoing MCP
+/// endpoint behind its bearer layer.
+fn serve_replica(
+    listener: tokio::net::TcpListener,
+    base: &str,
+    emu: &Emulator,
+    store: &Arc<Counting>,
+    clock: &Arc<FixedClock>,
+    consent: bool,
+    validation_ttl: Option<Duration>,
+) -> tokio::task::JoinHandle<()> {
+    let mut builder = OAuthProxy::builder()
+        .base_url(base)
         .domain_url(emu.domain_url().as_str())
         .client_credentials(emu.client_id(), emu.client_secret().clone())
         .signing_key(SIGNING_KEY)
-        .consent(options.consent)
-        .store(if options.slow_locks {
-            Arc::new(SlowLocks(store.clone()))
-        } else {
-            Arc::new(store.clone())
-        })
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+        .consent(consent)
+        .store(store.clone())
+        .clock(clock.clone());
+    if let Some(ttl) = validation_ttl {
+        builder = builder.validation_cache_ttl(ttl);
+    }
+    let proxy = builder.build().unwrap();
     let mcp = Router::new()
         .route("/mcp", axum::routing::post(echo))
         .route(
@@ -110,20 +152,9 @@ async fn env_with(options: Options) -> Env {
         )
         .layer(proxy.bearer_auth().layer());
     let app = proxy.router().merge(mcp);
-    let server = tokio::spawn(async move {
+    tokio::spawn(async move {
         axum::serve(listener, app).await.unwrap();
-    });
-    Env {
-        emu,
-        base,
-        store,
-        clock,
-        http: reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap(),
-        _server: server,
-    }
+    })
 }
 
 async fn env() -> Env {
@@ -1453,6 +1484,196 @@ async fn huge_upstream_lifetimes_do_not_overflow() {
     let set: Value =
         serde_json::from_slice(&env.store.get("set", &set_id).await.unwrap().unwrap()).unwrap();
     assert_eq!(set["refresh_token"], "upstream-refresh-2", "refreshed");
+}
+
+/// A store that counts the reads (`get`, `take`) made through it.
+#[derive(Debug)]
+struct Counting {
+    inner: Arc<dyn oci_token_exchange::Store>,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+impl Counting {
+    fn new(inner: Arc<dyn oci_token_exchange::Store>) -> Self {
+        Self {
+            inner,
+            reads: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    fn reads(&self) -> usize {
+        self.reads.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl oci_token_exchange::Store for Counting {
+    fn get(&self, c: &str, k: &str) -> oci_token_exchange::StoreFuture<'_, Option<Vec<u8>>> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.get(c, k)
+    }
+    fn put(
+        &self,
+        c: &str,
+        k: &str,
+        v: Vec<u8>,
+        ttl: Duration,
+    ) -> oci_token_exchange::StoreFuture<'_, ()> {
+        self.inner.put(c, k, v, ttl)
+    }
+    fn take(&self, c: &str, k: &str) -> oci_token_exchange::StoreFuture<'_, Option<Vec<u8>>> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.take(c, k)
+    }
+    fn delete(&self, c: &str, k: &str) -> oci_token_exchange::StoreFuture<'_, ()> {
+        self.inner.delete(c, k)
+    }
+    fn put_if_absent(
+        &self,
+        c: &str,
+        k: &str,
+        v: Vec<u8>,
+        ttl: Duration,
+    ) -> oci_token_exchange::StoreFuture<'_, bool> {
+        self.inner.put_if_absent(c, k, v, ttl)
+    }
+    fn delete_if_equal(
+        &self,
+        c: &str,
+        k: &str,
+        expected: &[u8],
+    ) -> oci_token_exchange::StoreFuture<'_, bool> {
+        self.inner.delete_if_equal(c, k, expected)
+    }
+    fn is_shared(&self) -> bool {
+        self.inner.is_shared()
+    }
+    fn encrypts_at_rest(&self) -> bool {
+        self.inner.encrypts_at_rest()
+    }
+}
+
+/// Issue 11: warm calls are answered from the replica's remembered validations
+/// (no store read) within the TTL, each token only for itself; the store is read
+/// again after the TTL; a revocation on this replica takes effect at once; with
+/// a TTL of zero every call reads the token's record and its login (2 reads).
+#[tokio::test]
+async fn warm_calls_read_nothing_from_the_store_within_the_validation_ttl() {
+    let ttl = Duration::from_secs(30);
+    let env = env_with(Options {
+        validation_ttl: Some(ttl),
+        ..Options::default()
+    })
+    .await;
+    let mut users = Vec::new();
+    for _ in 0..2 {
+        let client_id = env.register().await;
+        let code = env.login(&client_id).await["code"].clone();
+        let tokens = env.redeem(&client_id, &code).await;
+        let access = tokens["access_token"].as_str().unwrap().to_owned();
+        let (status, first) = env.mcp(&access).await;
+        assert_eq!(status, StatusCode::OK);
+        users.push((client_id, access, first));
+    }
+    assert_ne!(users[0].2, users[1].2, "two logins, two tokens");
+    let reads = env.proxy_store.reads();
+    for round in 0..10 {
+        for (_, access, identity) in &users {
+            let (status, seen) = env.mcp(access).await;
+            assert_eq!(status, StatusCode::OK, "round {round}");
+            assert_eq!(&seen, identity, "each token answers for itself only");
+        }
+    }
+    assert_eq!(
+        env.proxy_store.reads(),
+        reads,
+        "20 warm calls, 0 store reads"
+    );
+
+    // After the TTL the store is consulted again (the record and the login), then
+    // remembered again.
+    env.clock.advance(ttl + Duration::from_secs(1));
+    assert_eq!(env.mcp(&users[0].1).await.0, StatusCode::OK);
+    assert_eq!(env.proxy_store.reads(), reads + 2);
+    assert_eq!(env.mcp(&users[0].1).await.0, StatusCode::OK);
+    assert_eq!(env.proxy_store.reads(), reads + 2);
+
+    // A revocation here takes effect at once, within the TTL.
+    assert_eq!(env.revoke(&users[0].0, &users[0].1).await, StatusCode::OK);
+    assert_eq!(env.mcp(&users[0].1).await.0, StatusCode::UNAUTHORIZED);
+    // The other login still works (from the store: the revocation dropped every
+    // remembered validation of this replica).
+    assert_eq!(env.mcp(&users[1].1).await.0, StatusCode::OK);
+
+    // Off: every call reads the record and the login.
+    let off = env_with(Options {
+        validation_ttl: Some(Duration::ZERO),
+        ..Options::default()
+    })
+    .await;
+    let client_id = off.register().await;
+    let code = off.login(&client_id).await["code"].clone();
+    let access = off.redeem(&client_id, &code).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let reads = off.proxy_store.reads();
+    for _ in 0..3 {
+        assert_eq!(off.mcp(&access).await.0, StatusCode::OK);
+    }
+    assert_eq!(off.proxy_store.reads(), reads + 6);
+}
+
+/// Issue 11: a token revoked through another replica sharing the store is
+/// refused here once this replica's remembered validation expires (the
+/// documented trade-off: until then this replica still accepts it).
+#[tokio::test]
+async fn a_token_revoked_on_another_replica_is_refused_after_the_ttl() {
+    let ttl = Duration::from_secs(5);
+    let env = env_with(Options {
+        validation_ttl: Some(ttl),
+        ..Options::default()
+    })
+    .await;
+    // Replica B: the same issuer and store, its own memory.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let b = format!("http://{}", listener.local_addr().unwrap());
+    let _replica = serve_replica(
+        listener,
+        &env.base,
+        &env.emu,
+        &env.proxy_store,
+        &env.clock,
+        true,
+        Some(ttl),
+    );
+    let client_id = env.register().await;
+    let code = env.login(&client_id).await["code"].clone();
+    let access = env.redeem(&client_id, &code).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(env.mcp(&access).await.0, StatusCode::OK);
+    let revoked = env
+        .http
+        .post(format!("{b}/revoke"))
+        .form(&[("client_id", client_id.as_str()), ("token", &access)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), StatusCode::OK);
+    let on_b = env
+        .http
+        .post(format!("{b}/mcp"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(on_b.status(), StatusCode::UNAUTHORIZED, "at once on B");
+    // A remembers its validation for up to the TTL...
+    assert_eq!(env.mcp(&access).await.0, StatusCode::OK);
+    // ...and refuses once it has passed.
+    env.clock.advance(ttl);
+    assert_eq!(env.mcp(&access).await.0, StatusCode::UNAUTHORIZED);
 }
 
 /// A store whose refresh-lock attempts take a second each.

@@ -62,6 +62,8 @@ pub(crate) struct Inner {
     refreshing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The parsed upstream token of each set, by set id, with the token it is of.
     parsed: moka::future::Cache<String, Arc<(String, AccessToken)>>,
+    /// Positive bearer validations remembered for a short while.
+    validations: validate::Validations,
     /// The consent page's `form-action` sources.
     form_action: String,
 }
@@ -142,6 +144,7 @@ pub struct OAuthProxyBuilder {
     allow_unencrypted_store: bool,
     clock: Option<Arc<dyn Clock>>,
     http: Option<reqwest::Client>,
+    validation_cache_ttl: Option<Duration>,
 }
 
 impl fmt::Debug for OAuthProxyBuilder {
@@ -280,6 +283,23 @@ impl OAuthProxyBuilder {
     #[must_use]
     pub fn allow_unencrypted_store(mut self) -> Self {
         self.allow_unencrypted_store = true;
+        self
+    }
+
+    /// How long this replica remembers that one of its access tokens is valid
+    /// (default 1 s; zero turns it off). Within that time a tool call with the
+    /// same token reads nothing from the store (otherwise two reads: the token's
+    /// record and its login).
+    ///
+    /// The trade-off: a revocation, a reused code or refresh token, or a refused
+    /// upstream refresh handled by THIS replica takes effect here at once, but
+    /// another replica sharing the store may still accept the token for up to
+    /// this long. An entry answers only for the exact token validated (keyed by
+    /// its hash), and never past the token's expiry or the moment its upstream
+    /// token is due for refresh.
+    #[must_use]
+    pub fn validation_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.validation_cache_ttl = Some(ttl);
         self
     }
 
@@ -436,6 +456,10 @@ impl OAuthProxyBuilder {
                 .max_capacity(10_000)
                 .time_to_live(Duration::from_secs(3600))
                 .build(),
+            validations: validate::Validations::new(
+                self.validation_cache_ttl
+                    .unwrap_or(validate::DEFAULT_VALIDATION_TTL),
+            ),
             form_action,
         };
         Ok(OAuthProxy {

@@ -3,7 +3,8 @@
 //! the user's upstream token as [`AccessToken`].
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
 use super::model::{self, JTIS, JtiRecord, REVOKED, SETS, TokenSet};
 use super::{Inner, upstream};
@@ -38,13 +39,118 @@ pub(super) enum SetError {
     Unavailable,
 }
 
-/// Validates one of the proxy's access tokens (for [`BearerAuth`](crate::BearerAuth)).
+/// Default lifetime of a remembered positive validation.
+pub(super) const DEFAULT_VALIDATION_TTL: Duration = Duration::from_secs(1);
+/// moka's lifetime of an entry is at most this (the entries' own limit is kept
+/// beside them).
+const VALIDATIONS_MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Most validations remembered at once.
+const VALIDATIONS_CAPACITY: u64 = 10_000;
+
+/// The positive validations this replica remembers for a short while, so that a
+/// warm tool call reads nothing from the store.
+///
+/// Keyed by the SHA-256 of the whole bearer token: an entry answers only for the
+/// exact token that was validated, never for another user's (nor another token of
+/// the same user's). An entry lives at most the TTL (by the proxy's clock), and never
+/// past the token's `exp` nor past the moment its upstream token is due for refresh.
+/// Every login this replica ends ([`end_set`], a refused refresh) bumps `epoch`,
+/// which drops all the entries at once (an entry counts only in the epoch it was
+/// made in; a validation that raced the ending was made in the old one); the other
+/// replicas learn of it from the store when their entries expire.
+pub(super) struct Validations {
+    ttl: Duration,
+    epoch: AtomicU64,
+    entries: Option<moka::future::Cache<[u8; 32], Arc<Validated>>>,
+}
+
+/// One remembered validation.
+struct Validated {
+    epoch: u64,
+    until: SystemTime,
+    token: AccessToken,
+}
+
+impl Validations {
+    /// Remembers validations for `ttl` (zero: never).
+    pub(super) fn new(ttl: Duration) -> Self {
+        let entries = (!ttl.is_zero()).then(|| {
+            moka::future::Cache::builder()
+                .max_capacity(VALIDATIONS_CAPACITY)
+                // Memory only: an entry's validity is `until`, by the proxy's clock
+                // (moka refuses lifetimes of centuries).
+                .time_to_live(ttl.min(VALIDATIONS_MAX_TTL))
+                .build()
+        });
+        Self {
+            ttl,
+            epoch: AtomicU64::new(0),
+            entries,
+        }
+    }
+
+    /// Forgets every remembered validation (a login ended on this replica).
+    pub(super) fn clear(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        if let Some(entries) = &self.entries {
+            entries.invalidate_all();
+        }
+    }
+
+    fn key(token: &str) -> [u8; 32] {
+        crate::key::sha256(token.as_bytes())
+    }
+
+    async fn get(&self, token: &str, now: SystemTime) -> Option<AccessToken> {
+        let entries = self.entries.as_ref()?;
+        let entry = entries.get(&Self::key(token)).await?;
+        (entry.epoch == self.epoch.load(Ordering::SeqCst) && now < entry.until)
+            .then(|| entry.token.clone())
+    }
+
+    async fn insert(&self, token: &str, epoch: u64, until: SystemTime, access: &AccessToken) {
+        let Some(entries) = &self.entries else {
+            return;
+        };
+        let entry = Validated {
+            epoch,
+            until,
+            token: access.clone(),
+        };
+        entries.insert(Self::key(token), Arc::new(entry)).await;
+    }
+}
+
+impl std::fmt::Debug for Validations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Validations")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unix_time(secs: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH
+        .checked_add(Duration::from_secs(secs))
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+/// Validates one of the proxy's access tokens (for [`BearerAuth`](crate::BearerAuth)):
+/// from this replica's remembered validations when it holds one, else from the
+/// store (and then remembered).
 pub(crate) async fn check(inner: &Arc<Inner>, token: &str) -> Result<AccessToken, Rejection> {
+    let now = inner.clock.now();
+    if let Some(access) = inner.validations.get(token, now).await {
+        return Ok(access);
+    }
+    // Taken before the store is read: an ending of a login from here on makes
+    // what is read now stale.
+    let epoch = inner.validations.epoch.load(Ordering::SeqCst);
     let claims = inner
         .tokens
         .verify(token)
         .ok_or_else(|| Rejection::invalid("the token is not a valid token of this server"))?;
-    if claims.exp <= model::unix(inner.clock.now()) {
+    if claims.exp <= model::unix(now) {
         return Err(Rejection::invalid("the token has expired"));
     }
     let record = model::get::<JtiRecord>(inner.store.as_ref(), JTIS, &claims.jti)
@@ -59,7 +165,19 @@ pub(crate) async fn check(inner: &Arc<Inner>, token: &str) -> Result<AccessToken
                 Rejection::unavailable_because("the identity domain cannot renew the login now")
             }
         })?;
-    Ok(upstream_access_token(inner, &record.set_id, &set).await)
+    let access = upstream_access_token(inner, &record.set_id, &set).await;
+    let until = now
+        .checked_add(inner.validations.ttl)
+        .unwrap_or_else(|| unix_time(claims.exp))
+        .min(unix_time(claims.exp))
+        .min(unix_time(
+            set.access_expires_at
+                .saturating_sub(REFRESH_MARGIN.as_secs()),
+        ));
+    if now < until {
+        inner.validations.insert(token, epoch, until, &access).await;
+    }
+    Ok(access)
 }
 
 /// The user's upstream token as tools see it, parsed once per upstream token.
@@ -293,6 +411,7 @@ async fn refresh_set(inner: &Inner, set_id: &str) -> Result<TokenSet, SetError> 
         revoked => {
             let _ = store.delete(SETS, set_id).await;
             inner.parsed.invalidate(set_id).await;
+            inner.validations.clear();
             return Err(if revoked.is_ok() {
                 SetError::Gone
             } else {
@@ -328,6 +447,7 @@ async fn refused(inner: &Inner, set_id: &str, refused_token: &str) -> Result<Tok
     }
     let _ = store.delete_if_equal(SETS, set_id, &bytes).await;
     inner.parsed.invalidate(set_id).await;
+    inner.validations.clear();
     Err(SetError::Gone)
 }
 
@@ -336,6 +456,8 @@ async fn refused(inner: &Inner, set_id: &str, refused_token: &str) -> Result<Tok
 /// replica deletes the set it stores again, then the set itself.
 pub(super) async fn end_set(inner: &Inner, set_id: &str) -> crate::error::Result<()> {
     let store = inner.store.as_ref();
+    // This replica stops answering from memory at once; the store follows.
+    inner.validations.clear();
     let now = inner.clock.now();
     let ttl = match model::get::<TokenSet>(store, SETS, set_id).await {
         Ok(Some(set)) => model::until(now, set.expires_at()),
@@ -346,5 +468,8 @@ pub(super) async fn end_set(inner: &Inner, set_id: &str) -> crate::error::Result
     let tombstone = store.put(REVOKED, set_id, b"1".to_vec(), ttl).await;
     let deleted = store.delete(SETS, set_id).await;
     inner.parsed.invalidate(set_id).await;
+    // Again: a validation that read the set before the delete was made in the
+    // epoch bumped above, so it is not remembered; this drops any made since.
+    inner.validations.clear();
     tombstone.and(deleted)
 }
