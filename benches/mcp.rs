@@ -4,7 +4,7 @@
 //! - `mcp/oci_request_warm`: rmcp client -> example server (bearer validation,
 //!   cached signer, signing) -> emulator control plane, session already exchanged;
 //! - `mcp/oci_request_warm_stateless`: the same through the example server run with
-//!   `MCP_STATELESS=1`: rmcp's `StreamableHttpServerConfig` with
+//!   `MCP_STATELESS=on`: rmcp's `StreamableHttpServerConfig` with
 //!   `legacy_session_mode: false` and `json_response: true` (no MCP session, each
 //!   POST answered with one `application/json` body instead of an SSE stream).
 //!   Skipped, with a printed reason, when the example does not honour the variable
@@ -89,9 +89,12 @@ fn start_server(executable: &std::path::Path, emulator: &Emulator, stateless: bo
         .env("MCP_BIND", "127.0.0.1:0")
         .env("MCP_AUDIENCE", "https://mcp.example.com/")
         .env_remove("MCP_STATELESS")
+        // Two users' worth of keys: the default pool's 48 would compete for the
+        // cores while the measurement runs.
+        .env("MCP_KEY_POOL", "2")
         .stdout(Stdio::piped());
     if stateless {
-        command.env("MCP_STATELESS", "1");
+        command.env("MCP_STATELESS", "on");
     }
     let mut child = command.spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
