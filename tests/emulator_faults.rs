@@ -107,6 +107,14 @@ async fn the_library_retries_through_a_503_burst_and_fails_clearly_when_every_at
         client.exchange(&subject, KEY.public_key()).await.unwrap();
     }
     assert_eq!(emulator.exchanges_for("alice@example.com"), 4);
+    // Requests 1, 3 and 5 failed, each counted against the subject that met it.
+    let by_subject = emulator.counters().token_faults_by_subject;
+    assert_eq!(
+        by_subject.get("alice@example.com"),
+        Some(&3),
+        "{by_subject:?}"
+    );
+    assert_eq!(by_subject.len(), 1);
     emulator.remove_fault(half);
     assert!(!emulator.fault_control().stats(half).active);
     // Every request fails: the exchange gives up with a retryable server error.
@@ -119,6 +127,10 @@ async fn the_library_retries_through_a_503_burst_and_fails_clearly_when_every_at
     assert_eq!(err.http_status(), Some(503));
     assert!(err.is_retryable());
     assert_eq!(emulator.fault_control().stats(all).served, 3, "3 attempts");
+    assert_eq!(
+        emulator.counters().token_faults_by_subject["alice@example.com"],
+        6
+    );
     emulator.remove_fault(all);
     client.exchange(&subject, KEY.public_key()).await.unwrap();
 }

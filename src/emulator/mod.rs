@@ -123,6 +123,10 @@ pub struct Counters {
     /// `session_rejected` (e.g. `token/status`, `jwks/drop_connection`,
     /// `api/session_rejected`).
     pub faults_served: HashMap<String, u64>,
+    /// Token-endpoint faults (queued or standing, delays included) served to token
+    /// exchanges, by the `sub` of their subject token: how many of a user's exchange
+    /// attempts met a fault.
+    pub token_faults_by_subject: HashMap<String, u64>,
 }
 
 /// The last request the token endpoint received (any grant), as parsed by it.

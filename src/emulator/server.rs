@@ -163,9 +163,13 @@ async fn token_endpoint(state: &State, parts: &http::request::Parts, body: &[u8]
     state.counters().exchange_requests += 1;
     let fault = if let Some(fault) = state.next_fault() {
         count_fault(&state.counters, FaultEndpoint::Token, fault.name());
+        count_subject_fault(state, body);
         Some(fault)
     } else {
         let decision = state.standing_fault(FaultEndpoint::Token, None);
+        if decision.fault.is_some() || !decision.delay.is_zero() {
+            count_subject_fault(state, body);
+        }
         if !decision.delay.is_zero() {
             tokio::time::sleep(decision.delay).await;
         }
@@ -182,6 +186,28 @@ async fn token_endpoint(state: &State, parts: &http::request::Parts, body: &[u8]
         None => {}
     }
     Ok(grant(state, parts, body, false))
+}
+
+/// Counts a token-endpoint fault against the subject of the token exchange it met
+/// (the `sub` of its `subject_token`, read without verification; nothing for other
+/// grants or unreadable tokens).
+fn count_subject_fault(state: &State, body: &[u8]) {
+    let Some(token) = url::form_urlencoded::parse(body)
+        .find(|(k, _)| k == "subject_token")
+        .map(|(_, v)| v)
+    else {
+        return;
+    };
+    let Ok(claims) = jwt::Claims::decode(&token, ErrorKind::SubjectTokenMalformed, "token") else {
+        return;
+    };
+    if let Some(sub) = claims.str("sub") {
+        *state
+            .counters()
+            .token_faults_by_subject
+            .entry(sub.to_owned())
+            .or_insert(0) += 1;
+    }
 }
 
 /// Runs the standing faults of the JWKS or discovery endpoint: `Some` answer instead
