@@ -552,7 +552,7 @@ async fn run(args: Args, runtimes: &setup::Runtimes) -> Result<Report, BoxError>
     let load_elapsed = started.elapsed();
     progress.finish_and_clear();
 
-    let faults = match fault_task {
+    let mut faults = match fault_task {
         Some(task) => Some(task.await.unwrap_or_default()),
         None => None,
     };
@@ -609,6 +609,18 @@ async fn run(args: Args, runtimes: &setup::Runtimes) -> Result<Report, BoxError>
             (Some(a), Some(b)) => Some(f(b).saturating_sub(f(a))),
             _ => None,
         };
+    // The fault schedule's expectations, judged from the records (faults.rs).
+    if let Some(fault_report) = faults.as_mut() {
+        failures.extend(faults::check(
+            fault_report,
+            &records,
+            subjects.len(),
+            bound,
+            delta(|c| c.exchanges).unwrap_or(0),
+            delta(|c| c.exchange_requests).unwrap_or(0),
+            delta(|c| c.code_grants + c.refresh_grants).unwrap_or(0),
+        ));
+    }
     let redis_after = redis
         .as_ref()
         .and_then(redis::RedisControl::commands_processed);
