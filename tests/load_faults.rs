@@ -87,6 +87,7 @@ fn rejudge(report: &Value, users: usize, bound_s: f64) -> fault_checks::Verdict 
     let facts = fault_checks::Facts {
         users,
         bound_ms: bound_s * 1000.0,
+        token_ttl_ms: num(&report["args"]["token_ttl_s"]) * 1000.0,
         faults_end_ms: num(&faults["faults_end_ms"]),
         redis_outage_ms: faults["redis_outage_ms"]
             .as_array()
@@ -100,7 +101,8 @@ fn rejudge(report: &Value, users: usize, bound_s: f64) -> fault_checks::Verdict 
     fault_checks::judge(&calls, &facts)
 }
 
-/// The driver's arguments: a 60 s soak of 40 users, 8 at a time, 6 calls a visit.
+/// The driver's arguments: a 60 s soak of 40 users, 8 at a time, 6 calls a visit,
+/// tokens of 20 s (the soak then waits for them to expire: about 85 s in all).
 const ARGS: [&str; 12] = [
     "--soak",
     "60",

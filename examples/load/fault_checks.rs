@@ -9,7 +9,10 @@
 //!    error of a failed exchange (`tool_error:oci_auth_failed`) and only for a user
 //!    whose exchange attempts met at least one injected token-endpoint fault; with
 //!    `--redis`, a structured tool error that starts while Redis is down (or within
-//!    [`GRACE_MS`] of its restart) is counted apart, as the store's failure.
+//!    [`GRACE_MS`] of its restart) is counted apart, as the store's failure; and
+//!    `tool_error:reauthentication_required` ending after the visit's token expired
+//!    (the visit's connect + the token's lifetime) is the user's own token running
+//!    out (a slow call on a loaded machine), counted apart too.
 //! 3. `no_identity_mix`: no `whoami` names another user.
 //! 4. `recovered`: every call that starts [`GRACE_MS`] after the last fault ends
 //!    succeeds, and every user makes at least one (so every user works again
@@ -53,6 +56,8 @@ pub struct Facts {
     pub users: usize,
     /// Every call's bound, in ms.
     pub bound_ms: f64,
+    /// Lifetime of the users' tokens (minted at each visit's connect), in ms.
+    pub token_ttl_ms: f64,
     /// When the last fault ended, in ms from the run's start.
     pub faults_end_ms: f64,
     /// When Redis was down (stopped, restarted), in ms, if it was.
@@ -94,6 +99,8 @@ pub struct Verdict {
     pub failed_explained: u64,
     /// Failed with a structured error while Redis was down.
     pub failed_during_redis_outage: u64,
+    /// Failed asking for a new login after the visit's token expired.
+    pub failed_token_expired: u64,
     /// Failed otherwise (must be 0), with up to 10 examples.
     pub failed_unexplained: u64,
     pub unexplained_examples: Vec<String>,
@@ -150,6 +157,26 @@ pub fn judge(calls: &[Call], facts: &Facts) -> Verdict {
     let mut ok_after = BTreeSet::new();
     let mut exchange_failures_by_user: BTreeMap<usize, u64> = BTreeMap::new();
     let mut exchange_failures = 0_u64;
+    // Each user's visit starts (connects), sorted, to find a call's token expiry.
+    let mut visits: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+    for call in calls.iter().filter(|c| c.tool == "connect") {
+        visits.entry(call.user).or_default().push(call.started_ms);
+    }
+    for starts in visits.values_mut() {
+        starts.sort_by(f64::total_cmp);
+    }
+    let token_expired = |call: &Call| {
+        let visit = visits.get(&call.user).and_then(|starts| {
+            starts
+                .iter()
+                .rev()
+                .find(|&&s| s <= call.started_ms)
+                .copied()
+        });
+        visit.is_some_and(|start| {
+            call.started_ms + call.latency_ms >= start + facts.token_ttl_ms - GRACE_MS
+        })
+    };
     for call in calls {
         let connect = call.tool == "connect";
         if connect {
@@ -167,7 +194,9 @@ pub fn judge(calls: &[Call], facts: &Facts) -> Verdict {
             }
             if call.outcome == "ok" {
                 ok_after.insert(call.user);
-            } else {
+            } else if !(call.outcome == "tool_error:reauthentication_required"
+                && token_expired(call))
+            {
                 v.failed_after_faults += 1;
             }
         }
@@ -193,6 +222,8 @@ pub fn judge(calls: &[Call], facts: &Facts) -> Verdict {
             *exchange_failures_by_user.entry(call.user).or_insert(0) += 1;
         } else if in_redis_outage && call.outcome.starts_with("tool_error:") {
             v.failed_during_redis_outage += 1;
+        } else if call.outcome == "tool_error:reauthentication_required" && token_expired(call) {
+            v.failed_token_expired += 1;
         } else {
             v.failed_unexplained += 1;
             if v.unexplained_examples.len() < 10 {
@@ -236,10 +267,11 @@ pub fn judge(calls: &[Call], facts: &Facts) -> Verdict {
         v.failed_unexplained == 0,
         format!(
             "{} failed: {} by their own exchange's faults ({EXCHANGE_FAILURE}), {} while Redis \
-             was down, {} otherwise {:?}",
+             was down, {} with their token expired, {} otherwise {:?}",
             v.failed,
             v.failed_explained,
             v.failed_during_redis_outage,
+            v.failed_token_expired,
             v.failed_unexplained,
             v.unexplained_examples
         ),

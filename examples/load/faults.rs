@@ -351,15 +351,13 @@ pub async fn run(ctx: FaultContext) -> FaultReport {
 }
 
 /// Judges the run from its records (see `fault_checks.rs`), stores the verdict in
-/// the report, and returns the broken expectations (the driver's failures).
+/// the report, and returns the broken expectations (the driver's failures). `run`
+/// holds what the driver knows (users, bound, token lifetime, counter deltas); the
+/// schedule's own facts (windows, faults met) are filled in here.
 pub fn check(
     report: &mut FaultReport,
     records: &[crate::client::CallRecord],
-    users: usize,
-    bound: Duration,
-    exchanges: u64,
-    exchange_requests: u64,
-    other_grants: u64,
+    run: checks::Facts,
 ) -> Vec<String> {
     let calls: Vec<checks::Call> = records
         .iter()
@@ -375,15 +373,11 @@ pub fn check(
         })
         .collect();
     let facts = checks::Facts {
-        users,
-        bound_ms: bound.as_secs_f64() * 1000.0,
         faults_end_ms: report.faults_end_ms,
         redis_outage_ms: report.redis_outage_ms,
         token_faults_by_user: report.token_faults_by_user.clone(),
         session_rejections: report.session_rejections,
-        exchanges,
-        exchange_requests,
-        other_grants,
+        ..run
     };
     let verdict = checks::judge(&calls, &facts);
     let mut failures = verdict.failures();

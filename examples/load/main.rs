@@ -614,11 +614,15 @@ async fn run(args: Args, runtimes: &setup::Runtimes) -> Result<Report, BoxError>
         failures.extend(faults::check(
             fault_report,
             &records,
-            subjects.len(),
-            bound,
-            delta(|c| c.exchanges).unwrap_or(0),
-            delta(|c| c.exchange_requests).unwrap_or(0),
-            delta(|c| c.code_grants + c.refresh_grants).unwrap_or(0),
+            faults::checks::Facts {
+                users: subjects.len(),
+                bound_ms: bound.as_secs_f64() * 1000.0,
+                token_ttl_ms: token_ttl.as_secs_f64() * 1000.0,
+                exchanges: delta(|c| c.exchanges).unwrap_or(0),
+                exchange_requests: delta(|c| c.exchange_requests).unwrap_or(0),
+                other_grants: delta(|c| c.code_grants + c.refresh_grants).unwrap_or(0),
+                ..faults::checks::Facts::default()
+            },
         ));
     }
     let redis_after = redis
