@@ -26,12 +26,14 @@
 //!   `OCX_REDIS_SERVER`) on a free port and keep the proxy's state and the shared
 //!   sessions there, encrypted, as `MCP_STORAGE=redis://...` does;
 //! - `--burst N --idle SECS`: wait SECS after start, then N new users connect and
-//!   make one `whoami` each, all at once;
+//!   make one `whoami` each, all at once (`--idle` also delays the other runs);
 //! - `--soak SECS`: for SECS, C users at a time arrive (a fresh token of
 //!   `--token-ttl` seconds, default 20, for one of the N subjects), make M calls
 //!   and leave; then wait until every token has expired and check that RSS is within
 //!   10 % of the baseline taken after warm-up and that the signer cache, key pool and
-//!   proxy store are bounded (exit status 1 if not);
+//!   proxy store are bounded (exit status 1 if not); with `--proxy` the domain's
+//!   access tokens live `--token-ttl` too, and the proxy refreshes one expiring
+//!   within 60 s, so give the proxy soak `--token-ttl 120` or more;
 //! - `--faults`: run the fault schedule (`faults.rs`) alongside the load
 //!   (`--fault-secs`, default: the soak's length or 30 s);
 //! - `--timeout SECS`: every call's bound (default 30; a call that reaches it
@@ -201,7 +203,8 @@ struct Shared {
     emulator: Option<Arc<Emulator>>,
     subjects: Vec<String>,
     bound: Duration,
-    token_ttl: Duration,
+    /// The soak's short token lifetime (`None`: the emulator's default, an hour).
+    token_ttl: Option<Duration>,
     start: Instant,
     records: Mutex<Vec<CallRecord>>,
     progress: ProgressBar,
@@ -225,11 +228,14 @@ impl Shared {
             .get(user)
             .ok_or(Outcome::Connect("user".into()))?;
         match (&self.tokens, &self.emulator) {
-            (Tokens::Minted { audience }, Some(emulator)) => Ok(emulator.mint_user_token_with(
-                &UserTokenOptions::new(subject.as_str())
-                    .audience(audience.as_str())
-                    .ttl(self.token_ttl),
-            )),
+            (Tokens::Minted { audience }, Some(emulator)) => {
+                let mut options =
+                    UserTokenOptions::new(subject.as_str()).audience(audience.as_str());
+                if let Some(ttl) = self.token_ttl {
+                    options = options.ttl(ttl);
+                }
+                Ok(emulator.mint_user_token_with(&options))
+            }
             (
                 Tokens::Proxy {
                     base,
@@ -257,7 +263,13 @@ impl Shared {
 
     /// One user's visit: token, connect, `calls` calls (after `barrier`, if any),
     /// close.
-    async fn visit(&self, user: usize, calls: usize, barrier: Option<&tokio::sync::Barrier>) {
+    async fn visit(
+        &self,
+        user: usize,
+        calls: usize,
+        barrier: Option<&tokio::sync::Barrier>,
+        leave_early: bool,
+    ) {
         let began = self.start.elapsed();
         let t0 = Instant::now();
         let subject = self.subjects.get(user).cloned().unwrap_or_default();
@@ -281,6 +293,11 @@ impl Shared {
             return;
         };
         for i in 0..calls {
+            // In a soak users leave before their short-lived token expires (a real
+            // client would refresh it; expiry mid-visit is not what is measured).
+            if leave_early && self.token_ttl.is_some_and(|ttl| t0.elapsed() > ttl / 2) {
+                break;
+            }
             let tool = TOOLS.get(i % TOOLS.len()).copied().unwrap_or(Tool::Whoami);
             let started = self.start.elapsed();
             let (latency, outcome) = connected.call(tool, self.bound).await;
@@ -362,7 +379,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
         )
         .init();
     let runtimes = match setup::runtimes() {
@@ -462,7 +479,7 @@ async fn run(args: Args, runtimes: &setup::Runtimes) -> Result<Report, BoxError>
                     proxy: args.proxy,
                     stateless: args.stateless,
                     redis: redis.clone(),
-                    upst_ttl: args.soak_s.map(|_| token_ttl),
+                    token_ttl: args.soak_s.map(|_| token_ttl),
                 },
             )
             .await?;
@@ -507,13 +524,13 @@ async fn run(args: Args, runtimes: &setup::Runtimes) -> Result<Report, BoxError>
         emulator: system.as_ref().map(|s| Arc::clone(&s.emulator)),
         subjects: subjects.clone(),
         bound,
-        token_ttl,
+        token_ttl: args.soak_s.map(|_| token_ttl),
         start: Instant::now(),
         records: Mutex::new(Vec::new()),
         progress: progress.clone(),
     });
 
-    if args.burst.is_some() && args.idle_s > 0 {
+    if args.idle_s > 0 {
         progress.set_message("idle");
         tokio::time::sleep(Duration::from_secs(args.idle_s)).await;
     }
@@ -680,7 +697,7 @@ async fn load(shared: &Arc<Shared>, args: &Args) {
             let Ok(_permit) = permits.acquire_owned().await else {
                 return;
             };
-            shared.visit(user, calls, barrier.as_deref()).await;
+            shared.visit(user, calls, barrier.as_deref(), false).await;
         });
     }
     while tasks.join_next().await.is_some() {}
@@ -711,7 +728,7 @@ async fn run_soak(
                 let user =
                     next_user.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % users.max(1);
                 visits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                shared.visit(user, calls, None).await;
+                shared.visit(user, calls, None, true).await;
             }
         });
     }
@@ -723,7 +740,8 @@ async fn run_soak(
     shared
         .progress
         .set_message("waiting for the tokens to expire");
-    tokio::time::sleep(shared.token_ttl + Duration::from_secs(2)).await;
+    let ttl = shared.token_ttl.unwrap_or_default();
+    tokio::time::sleep(ttl + Duration::from_secs(2)).await;
     let visits = visits.load(std::sync::atomic::Ordering::Relaxed);
     let (entries, pool) = match system {
         Some(s) => (s.signers.len().await, s.pool.available()),

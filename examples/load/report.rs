@@ -138,7 +138,9 @@ impl Cpu {
 
     /// `self - earlier`.
     pub fn since(&self, earlier: &Self) -> Self {
-        let d = |a: f64, b: f64| ((a - b) * 100.0).round() / 100.0;
+        // A thread that exited (an idle blocking thread) takes its time with it: a
+        // side never goes below 0, and that time shows in `total` and `other`.
+        let d = |a: f64, b: f64| (((a - b) * 100.0).round() / 100.0).max(0.0);
         Self {
             client_s: d(self.client_s, earlier.client_s),
             server_s: d(self.server_s, earlier.server_s),

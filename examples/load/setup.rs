@@ -50,8 +50,9 @@ pub struct Options {
     pub stateless: bool,
     /// The driver's own Redis holds the proxy's state and the shared sessions.
     pub redis: Option<RedisControl>,
-    /// UPST lifetime on the emulator (`None`: its default).
-    pub upst_ttl: Option<Duration>,
+    /// The lifetime of the emulator's UPSTs and of the access tokens it issues at
+    /// login (`None`: its defaults; the soak's short-lived tokens).
+    pub token_ttl: Option<Duration>,
 }
 
 /// The running system.
@@ -92,8 +93,8 @@ pub async fn start(runtimes: &Runtimes, options: Options) -> Result<System, BoxE
     let mut emulator = Emulator::builder()
         .redirect_uri(format!("{base}/auth/callback"))
         .login_subject("nobody@load.example");
-    if let Some(ttl) = options.upst_ttl {
-        emulator = emulator.upst_ttl(ttl);
+    if let Some(ttl) = options.token_ttl {
+        emulator = emulator.upst_ttl(ttl).access_token_ttl(ttl);
     }
     let emulator = Arc::new(spawn_on(runtimes.emulator.handle(), emulator.start()).await??);
 
