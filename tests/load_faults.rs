@@ -169,7 +169,7 @@ fn assert_survived(code: i32, report: &Value, stderr: &str) {
 fn every_user_survives_the_fault_schedule() {
     let mut args = ARGS.to_vec();
     args.push(BOUND_S);
-    let (code, report, stderr) = drive(&args, Duration::from_secs(240));
+    let (code, report, stderr) = drive(&args, Duration::from_secs(600));
     assert_survived(code, &report, &stderr);
 }
 
@@ -179,7 +179,7 @@ fn every_user_survives_the_fault_schedule_with_redis_restarted() {
     let mut args = ARGS.to_vec();
     args.push(BOUND_S);
     args.push("--redis");
-    let (code, report, stderr) = drive(&args, Duration::from_secs(240));
+    let (code, report, stderr) = drive(&args, Duration::from_secs(600));
     if code == 2 && stderr.contains("needs redis-server") {
         assert!(
             !std::env::var("OCX_REQUIRE_REDIS").is_ok_and(|v| v == "1"),

@@ -634,7 +634,10 @@ async fn run(args: Args, runtimes: &setup::Runtimes) -> Result<Report, BoxError>
             faults::checks::Facts {
                 users: subjects.len(),
                 bound_ms: bound.as_secs_f64() * 1000.0,
-                token_ttl_ms: token_ttl.as_secs_f64() * 1000.0,
+                // Users' tokens live `token_ttl` in the soak, an hour otherwise.
+                token_ttl_ms: args
+                    .soak_s
+                    .map_or(3_600_000.0, |_| token_ttl.as_secs_f64() * 1000.0),
                 exchanges: delta(|c| c.exchanges).unwrap_or(0),
                 exchange_requests: delta(|c| c.exchange_requests).unwrap_or(0),
                 other_grants: delta(|c| c.code_grants + c.refresh_grants).unwrap_or(0),
