@@ -114,7 +114,7 @@ const ARGS: [&str; 12] = [
     "-m",
     "6",
     "--token-ttl",
-    "10",
+    "20",
     "--timeout",
 ];
 const BOUND_S: &str = "30";
