@@ -48,8 +48,8 @@ pub use clock::{Clock, FixedClock, SystemClock};
 pub use credentials::{ApiKey, Credentials, CredentialsProvider};
 #[cfg(feature = "emulator")]
 pub use emulator::{
-    Counters, EMULATOR_TENANCY_OCID, Emulator, EmulatorBuilder, Fault, RecordedExchange,
-    UserTokenOptions,
+    Counters, EMULATOR_TENANCY_OCID, Emulator, EmulatorBuilder, Fault, FaultControl, FaultEndpoint,
+    FaultId, FaultRate, FaultRule, FaultStats, RecordedExchange, UserTokenOptions,
 };
 pub use error::{Error, ErrorKind, Result};
 #[cfg(feature = "reqwest")]

@@ -1,11 +1,43 @@
-//! The fault schedule run during load (`--faults`).
+//! The fault schedule run during load (`--faults`), scaled to its duration `D`
+//! (`--fault-secs`, or the soak's length), then the expectations
+//! (`fault_checks.rs`) judged from the run's records.
+//!
+//! | phase | from | to | what |
+//! | --- | --- | --- | --- |
+//! | `warm_up` | 0 | 0.08 D | nothing |
+//! | `exchange_503_burst` | 0.08 D | 0.20 D | 20 % of token requests answer 503 |
+//! | `exchange_outage` | 0.20 D | 0.23 D | every token request answers 503: arriving users' exchanges fail after all retries |
+//! | `slow_domain` | 0.23 D | 0.31 D | every token request waits 2 s |
+//! | `connection_resets` | 0.31 D | 0.39 D | 25 % of token requests: connection closed unanswered |
+//! | `garbage_responses` | 0.39 D | 0.47 D | 25 % of token requests: 200 with an HTML body |
+//! | `jwks_down` | 0.47 D | 0.57 D | JWKS and discovery answer 503 (first half), then close the connection |
+//! | `oci_401_one_user` | 0.57 D | 0.65 D | the control plane answers 401 to one active user's session, once |
+//! | `redis_restart` | 0.65 D | 0.75 D | (`--redis`) Redis killed, started again empty after 0.08 D |
+//! | `recovery` | 0.75 D | D | nothing: every user must work again |
+//!
+//! Users keep arriving with new tokens throughout (run it with `--soak`, whose users
+//! come and go), so exchanges meet every fault. CI runs about 60 s
+//! (`tests/load_faults.rs`); the full run (the JWKS down for 30 s):
+//!
+//! ```text
+//! cargo run --release --example load --features mcp,emulator -- \
+//!     --soak 300 --faults -n 200 -c 16 -m 6 --json --records
+//! cargo run --release --example load --features mcp,emulator,redis -- \
+//!     --soak 300 --faults --redis -n 200 -c 16 -m 6
+//! ```
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use oci_token_exchange::Emulator;
+use tokio::time::Instant;
+
+use oci_token_exchange::{Emulator, Fault, FaultControl, FaultId, FaultRate, FaultRule};
 
 use crate::redis::RedisControl;
+
+#[path = "fault_checks.rs"]
+pub mod checks;
 
 /// What the schedule may act on.
 #[derive(Debug)]
@@ -20,15 +52,338 @@ pub struct FaultContext {
     pub duration: Duration,
 }
 
+/// One phase as run.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Phase {
+    /// Its name (see the module's table).
+    pub name: String,
+    /// When it began and ended, in ms from the schedule's start.
+    pub start_ms: f64,
+    pub end_ms: f64,
+    /// Faults it served (all endpoints).
+    pub served: u64,
+}
+
 /// What the schedule did, merged into the driver's report.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct FaultReport {
-    /// The phases run, in order.
+    /// The phases run, in order (`name start..end s: served`).
     pub phases: Vec<String>,
+    /// The same, as numbers.
+    pub phase_windows: Vec<Phase>,
+    /// When the last fault ended, in ms from the schedule's start.
+    pub faults_end_ms: f64,
+    /// When Redis was down (killed, answering again), in ms.
+    pub redis_outage_ms: Option<(f64, f64)>,
+    /// A Redis restart that failed.
+    pub redis_error: Option<String>,
+    /// Faults served by `endpoint/kind` during the schedule.
+    pub faults_served: BTreeMap<String, u64>,
+    /// Token-endpoint faults met by each user's exchange attempts (by user index).
+    pub token_faults_by_user: BTreeMap<usize, u64>,
+    /// The user whose session the control plane rejected (and how many times).
+    pub rejected_user: Option<usize>,
+    pub session_rejections: u64,
+    /// The expectations, judged from the run's records ([`check`]).
+    pub verdict: Option<checks::Verdict>,
+}
+
+/// Slow-domain delay of every token request (below the exchange's 15 s attempt
+/// timeout: calls get slow, not failed).
+const SLOW_DOMAIN: Duration = Duration::from_secs(2);
+
+struct Clock {
+    start: Instant,
+    duration: Duration,
+}
+
+impl Clock {
+    fn ms(&self) -> f64 {
+        self.start.elapsed().as_secs_f64() * 1000.0
+    }
+
+    /// Sleeps until `fraction` of the duration.
+    async fn until(&self, fraction: f64) {
+        let at = self.start + self.duration.mul_f64(fraction);
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+fn total(control: &FaultControl) -> u64 {
+    control.counters().faults_served_total
+}
+
+/// Runs `rules` from `from` to `to` (fractions of the duration), recording the
+/// phase.
+async fn phase(
+    clock: &Clock,
+    control: &FaultControl,
+    report: &mut FaultReport,
+    name: &str,
+    (from, to): (f64, f64),
+    rules: Vec<FaultRule>,
+) {
+    clock.until(from).await;
+    let before = total(control);
+    let start_ms = clock.ms();
+    let ids: Vec<FaultId> = rules.into_iter().map(|r| control.add(r)).collect();
+    clock.until(to).await;
+    for id in ids {
+        control.remove(id);
+    }
+    record(clock, control, report, name, start_ms, before);
+}
+
+fn record(
+    clock: &Clock,
+    control: &FaultControl,
+    report: &mut FaultReport,
+    name: &str,
+    start_ms: f64,
+    before: u64,
+) {
+    let end_ms = clock.ms();
+    let served = total(control).saturating_sub(before);
+    report.phases.push(format!(
+        "{name} {:.1}..{:.1} s: {served} faults served",
+        start_ms / 1000.0,
+        end_ms / 1000.0
+    ));
+    report.phase_windows.push(Phase {
+        name: name.to_owned(),
+        start_ms,
+        end_ms,
+        served,
+    });
+    report.faults_end_ms = end_ms;
+}
+
+/// The subject that most recently got a session token (polled for up to 3 s): a user
+/// in the middle of a visit.
+async fn active_subject(control: &FaultControl) -> Option<String> {
+    let before = control.counters().exchanges_by_subject;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = control.counters().exchanges_by_subject;
+        if let Some((subject, _)) = now
+            .iter()
+            .find(|(s, n)| before.get(*s).copied().unwrap_or(0) < **n)
+        {
+            return Some(subject.clone());
+        }
+    }
+    None
 }
 
 /// Runs the schedule alongside the load.
 pub async fn run(ctx: FaultContext) -> FaultReport {
-    let _ = ctx;
-    FaultReport::default()
+    let control = ctx.emulator.fault_control();
+    let clock = Clock {
+        start: Instant::now(),
+        duration: ctx.duration,
+    };
+    let mut report = FaultReport::default();
+    let at_start = control.counters();
+
+    phase(
+        &clock,
+        &control,
+        &mut report,
+        "warm_up",
+        (0.0, 0.08),
+        vec![],
+    )
+    .await;
+    let token = |fault, rate| FaultRule::token(fault).rate(rate);
+    phase(
+        &clock,
+        &control,
+        &mut report,
+        "exchange_503_burst",
+        (0.08, 0.20),
+        vec![token(Fault::Status(503), FaultRate::percent(20))],
+    )
+    .await;
+    phase(
+        &clock,
+        &control,
+        &mut report,
+        "exchange_outage",
+        (0.20, 0.23),
+        vec![token(Fault::Status(503), FaultRate::ALWAYS)],
+    )
+    .await;
+    phase(
+        &clock,
+        &control,
+        &mut report,
+        "slow_domain",
+        (0.23, 0.31),
+        vec![token(Fault::Delay(SLOW_DOMAIN), FaultRate::ALWAYS)],
+    )
+    .await;
+    phase(
+        &clock,
+        &control,
+        &mut report,
+        "connection_resets",
+        (0.31, 0.39),
+        vec![token(Fault::DropConnection, FaultRate::percent(25))],
+    )
+    .await;
+    phase(
+        &clock,
+        &control,
+        &mut report,
+        "garbage_responses",
+        (0.39, 0.47),
+        vec![token(Fault::GarbageBody, FaultRate::percent(25))],
+    )
+    .await;
+    phase(
+        &clock,
+        &control,
+        &mut report,
+        "jwks_down_503",
+        (0.47, 0.52),
+        vec![
+            FaultRule::jwks(Fault::Status(503)),
+            FaultRule::discovery(Fault::Status(503)),
+        ],
+    )
+    .await;
+    phase(
+        &clock,
+        &control,
+        &mut report,
+        "jwks_down_reset",
+        (0.52, 0.57),
+        vec![
+            FaultRule::jwks(Fault::DropConnection),
+            FaultRule::discovery(Fault::DropConnection),
+        ],
+    )
+    .await;
+
+    // One active user's session refused once by the control plane.
+    clock.until(0.57).await;
+    let before = total(&control);
+    let start_ms = clock.ms();
+    let index: HashMap<&str, usize> = ctx
+        .subjects
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.as_str(), i))
+        .collect();
+    let mut rejection = None;
+    if let Some(subject) = active_subject(&control).await {
+        report.rejected_user = index.get(subject.as_str()).copied();
+        rejection = Some(control.add(FaultRule::reject_sessions_of(&subject).times(1)));
+    }
+    clock.until(0.65).await;
+    if let Some(id) = rejection {
+        report.session_rejections = control.stats(id).served;
+        control.remove(id);
+    }
+    record(
+        &clock,
+        &control,
+        &mut report,
+        "oci_401_one_user",
+        start_ms,
+        before,
+    );
+
+    if let Some(redis) = &ctx.redis {
+        clock.until(0.65).await;
+        let before = total(&control);
+        let down_ms = clock.ms();
+        redis.stop().await;
+        clock.until(0.73).await;
+        if let Err(e) = redis.start().await {
+            report.redis_error = Some(e);
+        }
+        let up_ms = clock.ms();
+        report.redis_outage_ms = Some((down_ms, up_ms));
+        record(
+            &clock,
+            &control,
+            &mut report,
+            "redis_restart",
+            down_ms,
+            before,
+        );
+    }
+    // Nothing is left injected from here on.
+    control.clear();
+    let faults_end_ms = report.faults_end_ms;
+    phase(
+        &clock,
+        &control,
+        &mut report,
+        "recovery",
+        (0.75, 1.0),
+        vec![],
+    )
+    .await;
+    report.faults_end_ms = faults_end_ms;
+
+    let at_end = control.counters();
+    for (key, n) in &at_end.faults_served {
+        let n = n.saturating_sub(at_start.faults_served.get(key).copied().unwrap_or(0));
+        if n > 0 {
+            report.faults_served.insert(key.clone(), n);
+        }
+    }
+    for (subject, n) in &at_end.token_faults_by_subject {
+        let n = n.saturating_sub(
+            at_start
+                .token_faults_by_subject
+                .get(subject)
+                .copied()
+                .unwrap_or(0),
+        );
+        if let (Some(&user), true) = (index.get(subject.as_str()), n > 0) {
+            report.token_faults_by_user.insert(user, n);
+        }
+    }
+    report
+}
+
+/// Judges the run from its records (see `fault_checks.rs`), stores the verdict in
+/// the report, and returns the broken expectations (the driver's failures). `run`
+/// holds what the driver knows (users, bound, token lifetime, counter deltas); the
+/// schedule's own facts (windows, faults met) are filled in here.
+pub fn check(
+    report: &mut FaultReport,
+    records: &[crate::client::CallRecord],
+    run: checks::Facts,
+) -> Vec<String> {
+    let calls: Vec<checks::Call> = records
+        .iter()
+        .map(|r| {
+            let json = crate::report::RecordJson::from(r);
+            checks::Call {
+                user: json.user,
+                tool: json.tool.to_owned(),
+                started_ms: json.started_ms,
+                latency_ms: json.latency_ms,
+                outcome: json.outcome,
+            }
+        })
+        .collect();
+    let facts = checks::Facts {
+        faults_end_ms: report.faults_end_ms,
+        redis_outage_ms: report.redis_outage_ms,
+        token_faults_by_user: report.token_faults_by_user.clone(),
+        session_rejections: report.session_rejections,
+        ..run
+    };
+    let verdict = checks::judge(&calls, &facts);
+    let mut failures = verdict.failures();
+    if let Some(e) = &report.redis_error {
+        failures.push(format!("redis did not start again: {e}"));
+    }
+    report.verdict = Some(verdict);
+    failures
 }

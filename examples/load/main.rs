@@ -572,7 +572,7 @@ async fn run(args: Args, runtimes: &setup::Runtimes) -> Result<Report, BoxError>
     let load_elapsed = started.elapsed();
     progress.finish_and_clear();
 
-    let faults = match fault_task {
+    let mut faults = match fault_task {
         Some(task) => Some(task.await.unwrap_or_default()),
         None => None,
     };
@@ -629,6 +629,25 @@ async fn run(args: Args, runtimes: &setup::Runtimes) -> Result<Report, BoxError>
             (Some(a), Some(b)) => Some(f(b).saturating_sub(f(a))),
             _ => None,
         };
+    // The fault schedule's expectations, judged from the records (faults.rs).
+    if let Some(fault_report) = faults.as_mut() {
+        failures.extend(faults::check(
+            fault_report,
+            &records,
+            faults::checks::Facts {
+                users: subjects.len(),
+                bound_ms: bound.as_secs_f64() * 1000.0,
+                // Users' tokens live `token_ttl` in the soak, an hour otherwise.
+                token_ttl_ms: args
+                    .soak_s
+                    .map_or(3_600_000.0, |_| token_ttl.as_secs_f64() * 1000.0),
+                exchanges: delta(|c| c.exchanges).unwrap_or(0),
+                exchange_requests: delta(|c| c.exchange_requests).unwrap_or(0),
+                other_grants: delta(|c| c.code_grants + c.refresh_grants).unwrap_or(0),
+                ..faults::checks::Facts::default()
+            },
+        ));
+    }
     let redis_after = redis
         .as_ref()
         .and_then(redis::RedisControl::commands_processed);

@@ -22,8 +22,11 @@
 //! expects; it powers the quickstart, this crate's tests, and your own offline
 //! tests. It listens on `127.0.0.1` on a free port and stops when dropped.
 
+mod faults;
 mod login;
 mod server;
+
+pub use faults::{FaultControl, FaultEndpoint, FaultId, FaultRate, FaultRule, FaultStats};
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -48,13 +51,14 @@ const UPST_KID: &str = "emulator-upst";
 /// The tenancy every emulated user belongs to.
 pub const EMULATOR_TENANCY_OCID: &str = "ocid1.tenancy.oc1..aaaaaaaaemulatortenancy";
 
-/// One failure the token endpoint produces instead of its normal answer.
+/// One failure an endpoint produces instead of its normal answer.
 ///
-/// Faults are consumed one per token-endpoint request, whatever its grant (token
+/// Queued with [`Emulator::inject_fault`], faults are consumed one per token-endpoint request, whatever its grant (token
 /// exchange, `authorization_code`, `refresh_token`), before the request is parsed; a
 /// request that meets a fault redeems nothing (a code or refresh token stays usable).
 /// [`Fault::MismatchedKey`] only changes a token exchange; another grant that
-/// consumes it is answered normally.
+/// consumes it is answered normally. Standing faults ([`FaultRule`]) apply the same
+/// answers to a fraction of the token, JWKS or discovery requests until removed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Fault {
@@ -111,6 +115,18 @@ pub struct Counters {
     pub code_grants: u64,
     /// Successful `refresh_token` grants.
     pub refresh_grants: u64,
+    /// Faults served (queued or standing, delays included, session rejections
+    /// included), all endpoints together.
+    pub faults_served_total: u64,
+    /// Faults served by `<endpoint>/<kind>`: endpoint `token`, `jwks`, `discovery`
+    /// or `api` ([`FaultEndpoint::name`]), kind a [`Fault::name`] or, for `api`,
+    /// `session_rejected` (e.g. `token/status`, `jwks/drop_connection`,
+    /// `api/session_rejected`).
+    pub faults_served: HashMap<String, u64>,
+    /// Token-endpoint faults (queued or standing, delays included) served to token
+    /// exchanges, by the `sub` of their subject token: how many of a user's exchange
+    /// attempts met a fault.
+    pub token_faults_by_subject: HashMap<String, u64>,
 }
 
 /// The last request the token endpoint received (any grant), as parsed by it.
@@ -330,6 +346,7 @@ impl EmulatorBuilder {
             clock: self.clock,
             counters: Mutex::new(Counters::default()),
             faults: Mutex::new(VecDeque::new()),
+            rules: Mutex::new(faults::Rules::default()),
             reject_next_upsts: AtomicU32::new(0),
             last_exchange: Mutex::new(None),
             request_ids: AtomicU64::new(0),
@@ -364,6 +381,8 @@ pub(crate) struct State {
     clock: Arc<dyn Clock>,
     counters: Mutex<Counters>,
     faults: Mutex<VecDeque<Fault>>,
+    /// Standing faults.
+    rules: Mutex<faults::Rules>,
     reject_next_upsts: AtomicU32,
     last_exchange: Mutex<Option<RecordedExchange>>,
     request_ids: AtomicU64,
@@ -408,6 +427,14 @@ impl State {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop_front()
+    }
+
+    /// What the standing rules of `endpoint` do to one request.
+    fn standing_fault(&self, endpoint: FaultEndpoint, subject: Option<&str>) -> faults::Decision {
+        self.rules
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .decide(endpoint, subject, &self.counters)
     }
 
     fn request_id(&self) -> String {
@@ -602,6 +629,26 @@ impl Emulator {
         self.state
             .reject_next_upsts
             .fetch_add(times, Ordering::SeqCst);
+    }
+
+    /// A handle on this emulator's standing faults, cheap to clone and to move into a
+    /// fault schedule's task.
+    #[must_use]
+    pub fn fault_control(&self) -> FaultControl {
+        FaultControl {
+            state: Arc::clone(&self.state),
+        }
+    }
+
+    /// Adds a standing fault (as [`FaultControl::add`]).
+    #[must_use = "the id removes the fault and reads its statistics"]
+    pub fn add_fault(&self, rule: FaultRule) -> FaultId {
+        self.fault_control().add(rule)
+    }
+
+    /// Stops a standing fault (as [`FaultControl::remove`]).
+    pub fn remove_fault(&self, id: FaultId) {
+        self.fault_control().remove(id);
     }
 
     /// A snapshot of the counters.

@@ -13,10 +13,11 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
 
+use super::faults::count_fault;
 use super::login;
 use super::{
-    EMULATOR_TENANCY_OCID, Emulator, Fault, RecordedExchange, State, UPST_KID, USER_TOKEN_KID,
-    random_id, unix_secs,
+    EMULATOR_TENANCY_OCID, Emulator, Fault, FaultEndpoint, RecordedExchange, State, UPST_KID,
+    USER_TOKEN_KID, random_id, unix_secs,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::jwt;
@@ -82,6 +83,9 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Reply {
     } else if path == login::AUTHORIZE_PATH {
         login::authorize(&state, &parts)
     } else if path == DISCOVERY_PATH && parts.method == Method::GET {
+        if let Some(reply) = document_fault(&state, FaultEndpoint::Discovery).await {
+            return reply;
+        }
         state.counters().discovery_requests += 1;
         let base = &state.issuer;
         let mut grants = vec![login::AUTHORIZATION_CODE];
@@ -106,6 +110,9 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Reply {
             }),
         )
     } else if path == JWKS_PATH && parts.method == Method::GET {
+        if let Some(reply) = document_fault(&state, FaultEndpoint::Jwks).await {
+            return reply;
+        }
         state.counters().jwks_requests += 1;
         let key = state.user_key.public_key();
         json_response(
@@ -154,17 +161,79 @@ pub(super) fn oauth_error(
 
 async fn token_endpoint(state: &State, parts: &http::request::Parts, body: &[u8]) -> Reply {
     state.counters().exchange_requests += 1;
-    match state.next_fault() {
-        Some(Fault::Status(code)) => {
+    let fault = if let Some(fault) = state.next_fault() {
+        count_fault(&state.counters, FaultEndpoint::Token, fault.name());
+        count_subject_fault(state, body);
+        Some(fault)
+    } else {
+        let decision = state.standing_fault(FaultEndpoint::Token, None);
+        if decision.fault.is_some() || !decision.delay.is_zero() {
+            count_subject_fault(state, body);
+        }
+        if !decision.delay.is_zero() {
+            tokio::time::sleep(decision.delay).await;
+        }
+        decision.fault
+    };
+    match fault {
+        Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
+        Some(Fault::MismatchedKey) => return Ok(grant(state, parts, body, true)),
+        Some(fault) => {
+            if let Some(reply) = fault_reply(fault) {
+                return reply;
+            }
+        }
+        None => {}
+    }
+    Ok(grant(state, parts, body, false))
+}
+
+/// Counts a token-endpoint fault against the subject of the token exchange it met
+/// (the `sub` of its `subject_token`, read without verification; nothing for other
+/// grants or unreadable tokens).
+fn count_subject_fault(state: &State, body: &[u8]) {
+    let Some(token) = url::form_urlencoded::parse(body)
+        .find(|(k, _)| k == "subject_token")
+        .map(|(_, v)| v)
+    else {
+        return;
+    };
+    let Ok(claims) = jwt::Claims::decode(&token, ErrorKind::SubjectTokenMalformed, "token") else {
+        return;
+    };
+    if let Some(sub) = claims.str("sub") {
+        *state
+            .counters()
+            .token_faults_by_subject
+            .entry(sub.to_owned())
+            .or_insert(0) += 1;
+    }
+}
+
+/// Runs the standing faults of the JWKS or discovery endpoint: `Some` answer instead
+/// of the document, after any delay.
+async fn document_fault(state: &State, endpoint: FaultEndpoint) -> Option<Reply> {
+    let decision = state.standing_fault(endpoint, None);
+    if !decision.delay.is_zero() {
+        tokio::time::sleep(decision.delay).await;
+    }
+    decision.fault.and_then(fault_reply)
+}
+
+/// The answer a fault gives instead of the endpoint's own (`None` for the faults
+/// that change nothing by themselves: `Delay`, `MismatchedKey`).
+fn fault_reply(fault: Fault) -> Option<Reply> {
+    let response = match fault {
+        Fault::Status(code) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let error = if status.is_server_error() {
                 "server_error"
             } else {
                 "invalid_request"
             };
-            return Ok(oauth_error(status, error, "injected fault"));
+            oauth_error(status, error, "injected fault")
         }
-        Some(Fault::TooManyRequests { retry_after_secs }) => {
+        Fault::TooManyRequests { retry_after_secs } => {
             let mut response = oauth_error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "temporarily_unavailable",
@@ -174,20 +243,19 @@ async fn token_endpoint(state: &State, parts: &http::request::Parts, body: &[u8]
                 http::header::RETRY_AFTER,
                 HeaderValue::from(retry_after_secs),
             );
-            return Ok(response);
+            response
         }
-        Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
-        Some(Fault::GarbageBody) => {
+        Fault::GarbageBody => {
             let mut response =
                 Response::new(Full::new(Bytes::from_static(b"<html>not json</html>")));
             response.headers_mut().insert(
                 http::header::CONTENT_TYPE,
                 HeaderValue::from_static("text/html"),
             );
-            return Ok(response);
+            response
         }
-        Some(Fault::DropConnection) => return Err(DropConnection),
-        Some(Fault::Respond { status, body }) => {
+        Fault::DropConnection => return Some(Err(DropConnection)),
+        Fault::Respond { status, body } => {
             let mut response = Response::new(Full::new(Bytes::from(body)));
             *response.status_mut() =
                 StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -195,21 +263,20 @@ async fn token_endpoint(state: &State, parts: &http::request::Parts, body: &[u8]
                 http::header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
-            return Ok(response);
+            response
         }
-        Some(Fault::MismatchedKey) => return Ok(grant(state, parts, body, true)),
-        Some(Fault::Redirect) => {
+        Fault::Redirect => {
             let mut response = Response::new(Full::new(Bytes::new()));
             *response.status_mut() = StatusCode::FOUND;
             response.headers_mut().insert(
                 http::header::LOCATION,
                 HeaderValue::from_static("http://127.0.0.1:9/elsewhere"),
             );
-            return Ok(response);
+            response
         }
-        None => {}
-    }
-    Ok(grant(state, parts, body, false))
+        Fault::Delay(_) | Fault::MismatchedKey => return None,
+    };
+    Some(Ok(response))
 }
 
 /// Answers one token-endpoint request, routed by `grant_type`.
@@ -549,6 +616,7 @@ fn authenticate(state: &State, parts: &http::request::Parts, body: &Bytes) -> Re
     let upload = parts.method == Method::PUT && target.starts_with("/n/") && target.contains("/o/");
     let options = VerifyOptions::new(state.clock.now()).allow_unsigned_body(upload);
     let mut principal = Value::Null;
+    let mut session_subject = None;
     verify(&request, &options, |key_id: &KeyId| {
         let token = key_id.token().ok_or_else(|| {
             Error::new(
@@ -576,14 +644,28 @@ fn authenticate(state: &State, parts: &http::request::Parts, body: &Bytes) -> Re
                 "session token has no usable jwk",
             )
         })?;
+        session_subject = claims.get("sub").and_then(Value::as_str).map(str::to_owned);
         principal = json!({"userId": claims.get("sub"), "tenantId": claims.get("tenant")});
         Ok(key)
     })?;
     let rejections = &state.reject_next_upsts;
-    if rejections
+    let rejected = if rejections
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok()
     {
+        count_fault(
+            &state.counters,
+            FaultEndpoint::ControlPlane,
+            "session_rejected",
+        );
+        true
+    } else {
+        state
+            .standing_fault(FaultEndpoint::ControlPlane, session_subject.as_deref())
+            .fault
+            .is_some()
+    };
+    if rejected {
         return Err(Error::new(
             ErrorKind::SignatureRejected,
             "session token is no longer accepted",
