@@ -662,6 +662,34 @@ async fn a_clock_step_back_ends_the_fallback_window() {
     assert_eq!(w.emulator.counters().exchange_requests, requests + 1);
 }
 
+/// Found by the fault schedule under load: a garbage answer from the domain (200 with
+/// an HTML body) says nothing about the user's token, so it fails the call that met it
+/// but is not remembered as a refusal: the next call exchanges again. (Remembered, it
+/// failed that user's calls for 30 s.)
+#[tokio::test]
+async fn a_garbage_answer_is_not_remembered_as_a_refusal() {
+    let w = world(Duration::from_secs(3600)).await;
+    let cache = w.cache(10);
+    let token = w.token(UserTokenOptions::new("gus"));
+    w.emulator.inject_fault(Fault::GarbageBody, 1);
+    let err = cache
+        .signer_for(&token)
+        .await
+        .unwrap()
+        .session()
+        .await
+        .expect_err("the garbage answer");
+    assert_eq!(err.kind(), ErrorKind::MalformedResponse);
+    cache
+        .signer_for(&token)
+        .await
+        .unwrap()
+        .session()
+        .await
+        .expect("the next call exchanges again");
+    assert_eq!(w.emulator.counters().exchanges, 1);
+}
+
 /// Issue 9, defect 8: a token the domain refuses costs one exchange per burst, not
 /// one per request; the memory lasts 30 s of clock time.
 #[tokio::test]

@@ -22,10 +22,12 @@ pub(super) const EXPIRY_SKEW: Duration = Duration::from_secs(30);
 /// After a transient refresh failure (429, 5xx, timeout, transport), a still-valid
 /// session is used this long before the next attempt.
 const FAILURE_BACKOFF: Duration = Duration::from_secs(10);
-/// A token the identity domain refused for good (any non-retryable exchange
-/// failure: `invalid_grant`, `invalid_client`, a malformed answer, ...) is not sent
-/// again for this long: the remembered error is returned instead, so a burst of
-/// requests with a refused token costs one key and one exchange.
+/// A token the identity domain refused for good (a 4xx answer other than 429:
+/// `invalid_grant`, `invalid_client`, ...) is not sent again for this long: the
+/// remembered error is returned instead, so a burst of requests with a refused
+/// token costs one key and one exchange. Failures that say nothing about the token
+/// (a garbage answer, a session bound to another key) fail the call that met them
+/// and are not remembered.
 pub(crate) const REFUSED_TOKEN_MEMORY: Duration = Duration::from_secs(30);
 /// A session made because OCI refused the previous one is not replaced again for
 /// a 401 within this time: a second refusal is not a stale session.
@@ -188,7 +190,7 @@ impl Shared {
         let upst = match result {
             Ok(upst) => upst,
             Err(error) => {
-                if !error.is_retryable() {
+                if error.kind() == ErrorKind::ExchangeRejected && !error.is_retryable() {
                     self.state().refusal = Some(Refusal {
                         token: Arc::clone(subject),
                         error: error.clone(),
