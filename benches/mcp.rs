@@ -152,9 +152,13 @@ fn benches(c: &mut Criterion) {
     let token = emulator.mint_user_token_with(
         &UserTokenOptions::new("bench@example.com").audience("https://mcp.example.com/"),
     );
-    let honoured = runtime.block_on(is_stateless(&stateless.url, &token));
+    assert!(
+        runtime.block_on(is_stateless(&stateless.url, &token)),
+        "the example server ignored MCP_STATELESS=on: its initialize answer carries an \
+         Mcp-Session-Id or an SSE stream"
+    );
     let client = runtime.block_on(connect(&stateful.url, &token));
-    let stateless_client = honoured.then(|| runtime.block_on(connect(&stateless.url, &token)));
+    let stateless_client = runtime.block_on(connect(&stateless.url, &token));
     let args = json!({"path": "/20160918/instances"})
         .as_object()
         .cloned()
@@ -169,9 +173,7 @@ fn benches(c: &mut Criterion) {
         });
     };
     call(&client); // warm: the exchange happens here
-    if let Some(client) = &stateless_client {
-        call(client);
-    }
+    call(&stateless_client);
 
     let exchange = TokenExchange::builder()
         .domain_url(emulator.domain_url().as_str())
@@ -198,23 +200,14 @@ fn benches(c: &mut Criterion) {
         .sample_size(200)
         .measurement_time(Duration::from_secs(20));
     group.bench_function("oci_request_warm", |b| b.iter(|| call(&client)));
-    match &stateless_client {
-        Some(stateless_client) => {
-            group.bench_function("oci_request_warm_stateless", |b| {
-                b.iter(|| call(stateless_client));
-            });
-        }
-        None => println!(
-            "mcp/oci_request_warm_stateless skipped: the example server ignores MCP_STATELESS \
-             (its initialize answer carries an Mcp-Session-Id or an SSE stream)"
-        ),
-    }
+    group.bench_function("oci_request_warm_stateless", |b| {
+        b.iter(|| call(&stateless_client));
+    });
     group.bench_function("direct_signed_request", |b| b.iter(direct));
     group.finish();
-    let servers = if honoured { 3 } else { 2 };
     assert_eq!(
         emulator.exchanges_for("bench@example.com"),
-        servers,
+        3,
         "one exchange per server and one direct, all warm"
     );
     drop(stateful);

@@ -186,31 +186,39 @@ fn assert_survived(code: i32, report: &Value, stderr: &str) {
     assert_eq!(verdict.users_ok_after_faults, USERS as u64);
 }
 
+/// Tells the person running the tests what ran instead.
+#[allow(clippy::print_stderr)]
+fn notice(what: &str) {
+    eprintln!("{what}");
+}
+
+/// One run of the schedule (a run costs about 90 s of a 2-core CI machine): with the
+/// driver's own redis-server when there is one, so the store's restart is among the
+/// faults; without it where redis-server is missing (and `OCX_REQUIRE_REDIS` unset).
 #[test]
 fn every_user_survives_the_fault_schedule() {
     let mut args = ARGS.to_vec();
     args.push(BOUND_S);
-    let (code, report, stderr) = drive(&args, Duration::from_secs(420));
-    assert_survived(code, &report, &stderr);
-}
-
-#[cfg(feature = "redis")]
-#[test]
-fn every_user_survives_the_fault_schedule_with_redis_restarted() {
-    let mut args = ARGS.to_vec();
-    args.push(BOUND_S);
-    args.push("--redis");
-    let (code, report, stderr) = drive(&args, Duration::from_secs(420));
-    if code == 2 && stderr.contains("needs redis-server") {
+    #[cfg(feature = "redis")]
+    {
+        let mut with_redis = args.clone();
+        with_redis.push("--redis");
+        let (code, report, stderr) = drive(&with_redis, Duration::from_secs(420));
+        if !(code == 2 && stderr.contains("needs redis-server")) {
+            assert_survived(code, &report, &stderr);
+            let outage = report["faults"]["redis_outage_ms"].as_array().unwrap();
+            assert!(num(&outage[1]) > num(&outage[0]), "{report:#}");
+            assert_eq!(report["faults"]["redis_error"], Value::Null, "{report:#}");
+            return;
+        }
         assert!(
             !std::env::var("OCX_REQUIRE_REDIS").is_ok_and(|v| v == "1"),
             "OCX_REQUIRE_REDIS=1 and no redis-server: {stderr}"
         );
-        eprintln!("SKIPPED: no redis-server ({stderr})");
-        return;
+        notice(&format!(
+            "no redis-server: the schedule runs without the store ({stderr})"
+        ));
     }
+    let (code, report, stderr) = drive(&args, Duration::from_secs(420));
     assert_survived(code, &report, &stderr);
-    let outage = report["faults"]["redis_outage_ms"].as_array().unwrap();
-    assert!(num(&outage[1]) > num(&outage[0]), "{report:#}");
-    assert_eq!(report["faults"]["redis_error"], Value::Null, "{report:#}");
 }
