@@ -200,13 +200,27 @@ async fn real_mode_without_an_audience_exits_2_with_a_clear_message() {
 async fn a_bad_key_pool_size_exits_2_with_a_clear_message() {
     let emulator = Emulator::start().await.unwrap();
     for bad in ["many", "-1", "257"] {
-        let output = server_command(&emulator, Some(AUDIENCE))
+        let mut child = server_command(&emulator, Some(AUDIENCE))
             .env("MCP_KEY_POOL", bad)
             .stderr(Stdio::piped())
-            .output()
+            .spawn()
             .expect("runs");
-        assert_eq!(output.status.code(), Some(2), "MCP_KEY_POOL={bad}");
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        // Bounded: a server that accepted the value would serve until killed.
+        let mut waited = 0;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            waited += 1;
+            if waited > 300 {
+                child.kill().unwrap();
+                panic!("MCP_KEY_POOL={bad}: the server did not exit within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert_eq!(status.code(), Some(2), "MCP_KEY_POOL={bad}");
         assert!(stderr.contains("MCP_KEY_POOL must be a number"), "{stderr}");
     }
 }
