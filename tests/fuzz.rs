@@ -1027,6 +1027,51 @@ fn a_long_header_name_is_not_echoed_whole() {
     );
 }
 
+/// Review: a signed header that is present but unusable (twice, or with a value
+/// that is not visible ASCII) is refused with its name quoted only in part, as a
+/// missing one is (the reader's own error named it whole: up to 64 KiB).
+#[test]
+fn a_long_header_name_present_twice_or_not_ascii_is_not_echoed_whole() {
+    let signed = signed_request();
+    let name = "x".repeat(10_000);
+    let value = signed
+        .authorization
+        .replacen("headers=\"", &format!("headers=\"{name} "), 1);
+    let header = http::HeaderName::from_bytes(name.as_bytes()).unwrap();
+    let twice = [
+        HeaderValue::from_static("one"),
+        HeaderValue::from_static("two"),
+    ];
+    let not_ascii = [HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap()];
+    for (case, values) in [("twice", &twice[..]), ("not ascii", &not_ascii[..])] {
+        let mut headers = signed.headers.clone();
+        headers.insert("authorization", HeaderValue::from_str(&value).unwrap());
+        for v in values {
+            headers.append(header.clone(), v.clone());
+        }
+        let request = SignableRequest::from_parts(
+            "POST",
+            VERIFY_HOST,
+            VERIFY_TARGET,
+            &headers,
+            SignableBody::Bytes(VERIFY_BODY),
+        );
+        let err = verify(&request, &VerifyOptions::new(verify_time()), |_| {
+            Ok(signed.public.clone())
+        })
+        .unwrap_err();
+        let message = err.to_string();
+        assert_eq!(err.kind(), ErrorKind::SignatureRejected, "{case}");
+        assert!(message.len() < 200, "{case}: {} bytes", message.len());
+        let expected = if values.len() > 1 {
+            "more than once"
+        } else {
+            "not visible ascii"
+        };
+        assert!(message.contains(expected), "{case}: {message}");
+    }
+}
+
 // ---------------------------------------------------------------------------
 // A loopback identity domain whose documents each case sets
 // ---------------------------------------------------------------------------

@@ -1758,3 +1758,173 @@ async fn the_wait_for_a_refresh_lock_has_a_deadline() {
         .expect("the wait ends after about 10 s, not 200 slow attempts");
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+/// A store whose next read of a token set, once armed, pauses after reading (so
+/// it answers with what it read before the pause) until released.
+#[derive(Debug)]
+struct PausingSets {
+    inner: MemoryStore,
+    armed: std::sync::atomic::AtomicBool,
+    /// Signalled when the armed read has read and paused.
+    paused: tokio::sync::Notify,
+    /// Ends the pause.
+    release: tokio::sync::Notify,
+}
+
+impl oci_token_exchange::Store for PausingSets {
+    fn get(&self, c: &str, k: &str) -> oci_token_exchange::StoreFuture<'_, Option<Vec<u8>>> {
+        let pause = c == "set" && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst);
+        let read = self.inner.get(c, k);
+        Box::pin(async move {
+            let value = read.await;
+            if pause {
+                self.paused.notify_one();
+                self.release.notified().await;
+            }
+            value
+        })
+    }
+    fn put(
+        &self,
+        c: &str,
+        k: &str,
+        v: Vec<u8>,
+        ttl: Duration,
+    ) -> oci_token_exchange::StoreFuture<'_, ()> {
+        self.inner.put(c, k, v, ttl)
+    }
+    fn take(&self, c: &str, k: &str) -> oci_token_exchange::StoreFuture<'_, Option<Vec<u8>>> {
+        self.inner.take(c, k)
+    }
+    fn delete(&self, c: &str, k: &str) -> oci_token_exchange::StoreFuture<'_, ()> {
+        self.inner.delete(c, k)
+    }
+    fn put_if_absent(
+        &self,
+        c: &str,
+        k: &str,
+        v: Vec<u8>,
+        ttl: Duration,
+    ) -> oci_token_exchange::StoreFuture<'_, bool> {
+        self.inner.put_if_absent(c, k, v, ttl)
+    }
+    fn delete_if_equal(
+        &self,
+        c: &str,
+        k: &str,
+        expected: &[u8],
+    ) -> oci_token_exchange::StoreFuture<'_, bool> {
+        self.inner.delete_if_equal(c, k, expected)
+    }
+}
+
+/// Review: the race the validation cache's epoch exists for. A cold call reads
+/// the login, then (paused) the login is revoked on the same replica, then the
+/// call goes on: it may still be answered, but what it read must not be
+/// remembered, so the NEXT call with the token is refused at once.
+#[tokio::test]
+async fn a_validation_racing_a_revocation_is_not_remembered() {
+    let ttl = Duration::from_secs(30);
+    let env = env_with(Options {
+        validation_ttl: Some(ttl),
+        ..Options::default()
+    })
+    .await;
+    // Replica B: the same issuer and store, reads of token sets pausable.
+    let pausing = Arc::new(PausingSets {
+        inner: env.store.clone(),
+        armed: std::sync::atomic::AtomicBool::new(false),
+        paused: tokio::sync::Notify::new(),
+        release: tokio::sync::Notify::new(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let b = format!("http://{}", listener.local_addr().unwrap());
+    let _replica = serve_replica(
+        listener,
+        &env.base,
+        &env.emu,
+        &Arc::new(Counting::new(pausing.clone())),
+        &env.clock,
+        true,
+        Some(ttl),
+    );
+    let client_id = env.register().await;
+    let code = env.login(&client_id).await["code"].clone();
+    let access = env.redeem(&client_id, &code).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let call_b = |http: reqwest::Client, access: String, b: String| async move {
+        http.post(format!("{b}/mcp"))
+            .bearer_auth(access)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+
+    // A cold call on B: it reads the login, then pauses.
+    pausing
+        .armed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let cold = tokio::spawn(call_b(env.http.clone(), access.clone(), b.clone()));
+    tokio::time::timeout(Duration::from_secs(10), pausing.paused.notified())
+        .await
+        .expect("the cold call reads the login");
+    // The login ends on B meanwhile.
+    let revoked = tokio::time::timeout(
+        Duration::from_secs(10),
+        env.http
+            .post(format!("{b}/revoke"))
+            .form(&[("client_id", client_id.as_str()), ("token", &access)])
+            .send(),
+    )
+    .await
+    .expect("the revocation does not wait for the paused call")
+    .unwrap();
+    assert_eq!(revoked.status(), StatusCode::OK);
+    pausing.release.notify_one();
+    let first = tokio::time::timeout(Duration::from_secs(10), cold)
+        .await
+        .expect("the paused call ends once released")
+        .unwrap();
+    assert!(
+        matches!(first, StatusCode::OK | StatusCode::UNAUTHORIZED),
+        "{first}"
+    );
+    // What the paused call read was not remembered.
+    assert_eq!(
+        call_b(env.http.clone(), access.clone(), b.clone()).await,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+/// Review: the validation cache's lifetime is bounded (a revocation elsewhere
+/// reaches every replica within it): 60 s is accepted, more is refused.
+#[tokio::test]
+async fn a_validation_cache_ttl_over_a_minute_is_refused() {
+    let build = |ttl: Duration| {
+        OAuthProxy::builder()
+            .base_url("http://127.0.0.1:8000")
+            .domain_url("http://127.0.0.1:1")
+            .client_credentials("id", "very-secret-value")
+            .signing_key([1; 32])
+            .validation_cache_ttl(ttl)
+            .build()
+    };
+    assert!(build(Duration::ZERO).is_ok());
+    assert!(build(Duration::from_secs(60)).is_ok());
+    for ttl in [
+        Duration::from_secs(60) + Duration::from_nanos(1),
+        Duration::from_secs(3600),
+        Duration::MAX,
+    ] {
+        let err = build(ttl).unwrap_err();
+        assert_eq!(
+            err.kind(),
+            oci_token_exchange::ErrorKind::InvalidConfig,
+            "{ttl:?}"
+        );
+        assert!(err.to_string().contains("at most 60 s"), "{err}");
+    }
+}

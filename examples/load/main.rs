@@ -323,7 +323,11 @@ struct Soak {
     seconds: u64,
     /// User visits (arrivals) in all.
     visits: u64,
-    /// RSS after warm-up (the first quarter of the soak, at least 5 s).
+    /// The warm-up: the first quarter of the soak, at least 5 s.
+    warm_up_s: u64,
+    /// Visits begun when the baseline was taken (after the warm-up).
+    visits_at_baseline: u64,
+    /// RSS after warm-up.
     baseline_rss_kib: u64,
     /// RSS once every token had expired.
     final_rss_kib: u64,
@@ -740,6 +744,7 @@ async fn run_soak(
     }
     tokio::time::sleep(warm_up).await;
     let baseline = status_kib("VmRSS");
+    let visits_at_baseline = visits.load(std::sync::atomic::Ordering::Relaxed);
     while tasks.join_next().await.is_some() {}
     // Every token minted before the end expires within `token_ttl`; the cache drops
     // its signer then. A second more for the clock's granularity.
@@ -766,6 +771,8 @@ async fn run_soak(
     Soak {
         seconds,
         visits,
+        warm_up_s: warm_up.as_secs(),
+        visits_at_baseline,
         baseline_rss_kib: baseline,
         final_rss_kib: final_rss,
         rss_growth_pct: (growth * 10.0).round() / 10.0,

@@ -297,6 +297,9 @@ impl OAuthProxyBuilder {
     /// this long. An entry answers only for the exact token validated (keyed by
     /// its hash), and never past the token's expiry or the moment its upstream
     /// token is due for refresh.
+    ///
+    /// At most 60 s: [`OAuthProxyBuilder::build`] refuses a longer one (a revocation
+    /// elsewhere must reach every replica within a minute).
     #[must_use]
     pub fn validation_cache_ttl(mut self, ttl: Duration) -> Self {
         self.validation_cache_ttl = Some(ttl);
@@ -324,8 +327,9 @@ impl OAuthProxyBuilder {
     /// [`ErrorKind::InvalidConfig`] for a missing or invalid base URL (an http(s)
     /// origin; http only on loopback), resource, domain URL, client credentials,
     /// redirect URI pattern, default scope, a lifetime under one second, a signing
-    /// key shorter than 32 bytes, or a shared store that does not encrypt at rest
-    /// (unless [`OAuthProxyBuilder::allow_unencrypted_store`]).
+    /// key shorter than 32 bytes, a validation cache TTL over 60 s, or a shared store
+    /// that does not encrypt at rest (unless
+    /// [`OAuthProxyBuilder::allow_unencrypted_store`]).
     pub fn build(self) -> Result<OAuthProxy> {
         let invalid = |m: &'static str| Error::new(ErrorKind::InvalidConfig, m);
         let base = Url::parse(
@@ -406,6 +410,12 @@ impl OAuthProxyBuilder {
         if lifetimes.iter().flatten().any(|d| d.as_secs() == 0) {
             return Err(invalid("token lifetimes must be at least one second"));
         }
+        let validation_ttl = self
+            .validation_cache_ttl
+            .unwrap_or(validate::DEFAULT_VALIDATION_TTL);
+        if validation_ttl > validate::MAX_VALIDATION_TTL {
+            return Err(invalid("the validation cache ttl must be at most 60 s"));
+        }
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let http = match self.http {
             Some(c) => c,
@@ -456,10 +466,7 @@ impl OAuthProxyBuilder {
                 .max_capacity(10_000)
                 .time_to_live(Duration::from_secs(3600))
                 .build(),
-            validations: validate::Validations::new(
-                self.validation_cache_ttl
-                    .unwrap_or(validate::DEFAULT_VALIDATION_TTL),
-            ),
+            validations: validate::Validations::new(validation_ttl),
             form_action,
         };
         Ok(OAuthProxy {

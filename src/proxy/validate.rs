@@ -41,6 +41,9 @@ pub(super) enum SetError {
 
 /// Default lifetime of a remembered positive validation.
 pub(super) const DEFAULT_VALIDATION_TTL: Duration = Duration::from_secs(1);
+/// Longest lifetime of a remembered validation the builder accepts: for that long
+/// another replica may still accept a token revoked elsewhere.
+pub(super) const MAX_VALIDATION_TTL: Duration = Duration::from_secs(60);
 /// moka's lifetime of an entry is at most this (the entries' own limit is kept
 /// beside them).
 const VALIDATIONS_MAX_TTL: Duration = Duration::from_secs(24 * 3600);

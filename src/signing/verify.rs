@@ -89,6 +89,18 @@ fn rejected(message: impl Into<std::borrow::Cow<'static, str>>) -> Error {
     Error::new(ErrorKind::SignatureRejected, message)
 }
 
+/// Why the signed header `name`, present in `headers`, cannot be read: repeated,
+/// or its value not visible ASCII. The name is quoted only in part (the reader's
+/// own error names it whole, and a name may be 64 KiB long).
+fn unusable_header(headers: &http::HeaderMap, name: &str) -> Error {
+    let reason = if headers.get_all(name).iter().nth(1).is_some() {
+        "appears more than once"
+    } else {
+        "is not visible ascii"
+    };
+    rejected(format!("signed header '{}' {reason}", quoted(name)))
+}
+
 /// Verifies the OCI signature of a received request, as the OCI services do.
 ///
 /// `request` must describe the request as received: the raw request-line target, the
@@ -182,7 +194,7 @@ where
             "host" => signing_string.push_str(&request.host),
             _ => {
                 let value = single_header(request.headers, name)
-                    .map_err(|e| rejected(e.to_string()))?
+                    .map_err(|_| unusable_header(request.headers, name))?
                     .ok_or_else(|| {
                         rejected(format!("signed header '{}' is missing", quoted(name)))
                     })?;
