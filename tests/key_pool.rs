@@ -1,7 +1,8 @@
 //! The key pool: filled when the cache is built, sized to demand (grows when dry,
 //! up to its ceiling; shrinks when idle), every key valid, distinct and handed out
 //! once. Speed is measured in `benches/pool.rs`, not here.
-
+// The pool and the cache are exported with `reqwest`.
+#![cfg(feature = "reqwest")]
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,
