@@ -151,6 +151,8 @@ struct Generator {
 impl Generator {
     fn generate(&self) -> Result<SigningKey> {
         #[cfg(test)]
+        self.faults.wait_while_held();
+        #[cfg(test)]
         if self.faults.injected() {
             return Err(Error::new(ErrorKind::Crypto, "injected failure"));
         }
@@ -158,11 +160,16 @@ impl Generator {
     }
 }
 
-/// Makes generations fail on demand (tests only).
+/// Makes generations fail or block on demand, and shortens [`WAIT_BOUND`] (tests
+/// only).
 #[cfg(test)]
 #[derive(Default)]
 struct Faults {
     fail: AtomicUsize,
+    /// Generations block while this holds (at most 30 s).
+    hold: Mutex<bool>,
+    released: std::sync::Condvar,
+    wait_bound: Mutex<Option<Duration>>,
 }
 
 #[cfg(test)]
@@ -171,6 +178,20 @@ impl Faults {
         self.fail
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
             .is_ok()
+    }
+
+    fn wait_while_held(&self) {
+        let held = self.hold.lock().unwrap_or_else(PoisonError::into_inner);
+        drop(
+            self.released
+                .wait_timeout_while(held, Duration::from_secs(30), |held| *held)
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+    }
+
+    fn set_hold(&self, hold: bool) {
+        *self.hold.lock().unwrap_or_else(PoisonError::into_inner) = hold;
+        self.released.notify_all();
     }
 }
 
@@ -509,7 +530,9 @@ impl KeyPool {
                 Turn::Wait => {}
             }
             self.fill();
-            if tokio::time::timeout(WAIT_BOUND, notified).await.is_err()
+            if tokio::time::timeout(inner.wait_bound(), notified)
+                .await
+                .is_err()
                 && inner.state().workers == 0
             {
                 break;
@@ -645,6 +668,20 @@ impl PoolInner {
             state.target = (state.target + KeyPool::GROWTH_PER_DRY_TAKE).min(self.config.ceiling);
         }
         key
+    }
+
+    fn wait_bound(&self) -> Duration {
+        #[cfg(test)]
+        if let Some(bound) = *self
+            .generator
+            .faults
+            .wait_bound
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            return bound;
+        }
+        WAIT_BOUND
     }
 
     /// A waiting take's turn: a ready key, else a handed-over generation, else wait.
@@ -891,6 +928,34 @@ mod tests {
         let stats = pool.stats();
         assert_eq!(stats.failures, 1, "{stats:?}");
         assert!(stats.generated_on_take <= 1, "{stats:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn takes_keep_waiting_in_line_for_a_stuck_worker() {
+        let pool = KeyPool::builder()
+            .floor(1)
+            .ceiling(4)
+            .parallelism(1)
+            .build();
+        let faults = Arc::clone(&pool.inner.generator.faults);
+        *faults.wait_bound.lock().unwrap() = Some(Duration::from_millis(50));
+        faults.set_hold(true);
+        let mut takes = tokio::task::JoinSet::new();
+        for _ in 0..20 {
+            let pool = pool.clone();
+            takes.spawn(async move { pool.take().await });
+        }
+        // Many times the wait bound: the takes still wait for the one stuck worker.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let stats = pool.stats();
+        assert_eq!((stats.generated_on_take, stats.taken), (0, 0), "{stats:?}");
+        assert_eq!(pool.inner.state().waiters, 20);
+        faults.set_hold(false);
+        let keys = tokio::time::timeout(Duration::from_secs(60), takes.join_all())
+            .await
+            .expect("every take completes");
+        assert_eq!(keys.iter().filter(|key| key.is_ok()).count(), 20);
+        assert_eq!(pool.stats().generated_on_take, 0, "{:?}", pool.stats());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
