@@ -285,7 +285,8 @@ impl KeyPoolBuilder {
     }
 
     /// How many keys are generated at once (default: the number of cores; 0 means
-    /// the default).
+    /// the default): by the background workers, and as many again at most by takes
+    /// that generate their own (see the module notes).
     #[must_use]
     pub fn parallelism(mut self, parallelism: usize) -> Self {
         self.config.parallelism = if parallelism == 0 {
