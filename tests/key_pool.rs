@@ -1,7 +1,8 @@
 //! The key pool: filled when the cache is built, sized to demand (grows when dry,
 //! up to its ceiling; shrinks when idle), every key valid, distinct and handed out
 //! once. Speed is measured in `benches/pool.rs`, not here.
-
+// The pool and the cache are exported with `reqwest`.
+#![cfg(feature = "reqwest")]
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,
@@ -196,4 +197,42 @@ async fn a_pool_of_zero_generates_on_each_take() {
         (stats.available, stats.generated, stats.generated_on_take),
         (0, 2, 2)
     );
+}
+
+#[test]
+fn the_pool_shrinks_again_after_its_first_runtime_is_gone() {
+    let idle = Duration::from_secs(60);
+    let pool = KeyPool::builder()
+        .floor(1)
+        .ceiling(9)
+        .idle_after(idle)
+        .build();
+    // Runtime A fills the pool (and starts the shrink task), then goes away.
+    let a = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    a.block_on(async {
+        pool.fill();
+        eventually("the fill", || pool.available() == 1).await;
+    });
+    drop(a);
+
+    // Runtime B: dry takes raise the target, then a long idle brings it back.
+    let b = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    b.block_on(async {
+        take_concurrently(&pool, 4).await;
+        let grown = pool.stats().target;
+        assert!(grown > 1, "{:?}", pool.stats());
+        eventually("the refill", || pool.available() == grown).await;
+        tokio::time::sleep(idle * 10).await;
+        let stats = pool.stats();
+        assert_eq!((stats.target, stats.available), (1, 1), "{stats:?}");
+        assert!(stats.discarded >= 1, "{stats:?}");
+    });
 }
