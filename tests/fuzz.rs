@@ -1764,9 +1764,9 @@ fn form(path: &str, body: String, extra: Option<(&str, &str)>) -> Request<axum::
     request.body(body.into()).unwrap()
 }
 
-/// A registration, to a proxy with a store of its own: registrations fill a
-/// store (at most 16 KiB each), and a full store answers 500, which is not what
-/// this checks.
+/// A registration, to a proxy with a store (and registration rate limit) of its
+/// own: registrations fill a store (at most 4 KiB each), and a full store answers
+/// 503, which is not what this checks.
 fn check_register(env: &ProxyEnv, body: String) -> Result<bool, TestCaseError> {
     let router = OAuthProxy::builder()
         .base_url("http://127.0.0.1:1")
