@@ -1230,7 +1230,7 @@ async fn a_full_store_fails_requests_cleanly() {
     assert_eq!(q["state"], "client-state");
     assert_eq!(env.state_count(), 0, "the half-made login is cleaned up");
     // A second client is over the client collection's share of a store this small:
-    // registration answers a server error, not a panic or a hang.
+    // registration answers 503 temporarily_unavailable, not a panic or a hang.
     let r = env
         .http
         .post(format!("{}/register", env.base))
@@ -1238,9 +1238,10 @@ async fn a_full_store_fails_requests_cleanly() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.headers().contains_key("retry-after"));
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body["error"], "server_error");
+    assert_eq!(body["error"], "temporarily_unavailable");
 }
 
 /// The `set_id` behind one of the proxy's access tokens (from its `jti` record).
@@ -1422,7 +1423,7 @@ async fn junk_registrations_cannot_crowd_out_logins() {
             .await
             .unwrap();
         if r.status() != StatusCode::CREATED {
-            assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
             refused = true;
             break;
         }

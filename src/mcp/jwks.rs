@@ -23,6 +23,9 @@ use crate::exchange::is_loopback;
 const REFRESH_AFTER: Duration = Duration::from_secs(3600);
 /// Largest discovery or JWKS document read.
 const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
+/// Most keys kept from one JWKS (OCI identity domains publish one or two); later
+/// ones are ignored, so a document cannot make a validator hold thousands.
+pub(super) const MAX_KEYS: usize = 64;
 /// Longest wait for one document.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -219,14 +222,7 @@ impl KeyCache {
             .ok_or_else(bad)?
             .to_owned();
         let jwks = self.get_json(&jwks_uri).await?;
-        // Each key on its own: one key of an unknown type does not hide the others.
-        let by_kid = jwks
-            .get("keys")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(crate::jwt::verification_key)
-            .collect();
+        let by_kid = usable_keys(jwks.get("keys").and_then(Value::as_array));
         Ok((issuer, by_kid))
     }
 
@@ -267,6 +263,31 @@ impl KeyCache {
     }
 }
 
+/// The first [`MAX_KEYS`] usable keys of a JWKS's `keys`, by kid; one warning
+/// when entries beyond them are ignored (they are not parsed).
+fn usable_keys(entries: Option<&Vec<Value>>) -> HashMap<String, DecodingKey> {
+    let mut by_kid = HashMap::new();
+    let mut entries = entries.into_iter().flatten();
+    // Each key on its own: one key of an unknown type does not hide the others.
+    for entry in entries.by_ref() {
+        if let Some((kid, key)) = crate::jwt::verification_key(entry) {
+            by_kid.insert(kid, key);
+            if by_kid.len() >= MAX_KEYS {
+                break;
+            }
+        }
+    }
+    let ignored = entries.count();
+    if ignored > 0 {
+        tracing::warn!(
+            kept = by_kid.len(),
+            ignored,
+            "jwks lists more keys than are kept; the rest are ignored"
+        );
+    }
+    by_kid
+}
+
 /// Ends a fetch, however its task ends: clears the flag and wakes the waiters.
 struct FetchDone(Arc<KeyCache>);
 
@@ -298,4 +319,43 @@ fn lookup(keys: &Keys, kid: Option<&str>) -> Option<(DecodingKey, String)> {
         None => None,
     }?;
     Some((key.clone(), keys.issuer.clone()?))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn key(kid: &str) -> Value {
+        let pem = include_str!("../../fixtures/keys/rsa2048-pkcs8.pem");
+        let key = crate::SigningKey::from_pem(pem).unwrap();
+        let public = key.public_key();
+        serde_json::json!({"kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256",
+                           "n": public.jwk_n(), "e": public.jwk_e()})
+    }
+
+    #[test]
+    fn a_jwks_of_ten_thousand_keys_keeps_the_first_sixty_four() {
+        let one = key("k");
+        let entries: Vec<Value> = (0..10_000)
+            .map(|i| {
+                let mut k = one.clone();
+                k["kid"] = Value::String(format!("k{i}"));
+                k
+            })
+            .collect();
+        let kept = usable_keys(Some(&entries));
+        assert_eq!(kept.len(), MAX_KEYS);
+        assert!(kept.contains_key("k0") && kept.contains_key("k63"));
+        assert!(!kept.contains_key("k64"));
+    }
+
+    #[test]
+    fn unusable_entries_do_not_count_against_the_cap() {
+        let mut entries = vec![serde_json::json!({"kty": "EC"}); 100];
+        entries.push(key("late"));
+        let kept = usable_keys(Some(&entries));
+        assert_eq!(kept.len(), 1);
+        assert!(kept.contains_key("late"));
+    }
 }

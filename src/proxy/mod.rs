@@ -66,6 +66,8 @@ pub(crate) struct Inner {
     validations: validate::Validations,
     /// The consent page's `form-action` sources.
     form_action: String,
+    /// Registrations allowed now (a token bucket, this process).
+    registrations: register::RateLimit,
 }
 
 impl fmt::Debug for Inner {
@@ -145,6 +147,7 @@ pub struct OAuthProxyBuilder {
     clock: Option<Arc<dyn Clock>>,
     http: Option<reqwest::Client>,
     validation_cache_ttl: Option<Duration>,
+    registration_rate: Option<(u32, u32)>,
 }
 
 impl fmt::Debug for OAuthProxyBuilder {
@@ -306,6 +309,19 @@ impl OAuthProxyBuilder {
         self
     }
 
+    /// How many client registrations (`POST /register`) this process accepts: on
+    /// average `per_minute`, at most `burst` at once (default 60 a minute, bursts of
+    /// 20: far above what real MCP clients need, which register once per install).
+    /// Beyond it `/register` answers 429 `temporarily_unavailable` with
+    /// `Retry-After`. The limit is per process and for all callers together:
+    /// behind a load balancer the proxy sees the balancer's address, so limiting
+    /// each client address is the reverse proxy's job.
+    #[must_use]
+    pub fn registration_rate(mut self, per_minute: u32, burst: u32) -> Self {
+        self.registration_rate = Some((per_minute, burst));
+        self
+    }
+
     /// The clock (default: the system clock).
     #[must_use]
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
@@ -439,6 +455,14 @@ impl OAuthProxyBuilder {
                 "the store is shared but does not encrypt at rest: wrap it in an EncryptedStore (allow_unencrypted_store is for tests only)",
             ));
         }
+        let (per_minute, burst) = self
+            .registration_rate
+            .unwrap_or(register::DEFAULT_REGISTRATION_RATE);
+        if per_minute == 0 || burst == 0 {
+            return Err(invalid(
+                "the registration rate and burst must be at least 1",
+            ));
+        }
         let mut form_action = format!("'self' {}", domain_url.origin().ascii_serialization());
         for p in &patterns {
             form_action.push(' ');
@@ -468,6 +492,7 @@ impl OAuthProxyBuilder {
                 .build(),
             validations: validate::Validations::new(validation_ttl),
             form_action,
+            registrations: register::RateLimit::new(per_minute, burst),
         };
         Ok(OAuthProxy {
             inner: Arc::new(inner),

@@ -1,6 +1,7 @@
 //! RFC 8414 authorization-server metadata and RFC 7591 client registration.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use axum::extract::State;
@@ -10,6 +11,67 @@ use serde_json::{Value, json};
 use super::model::{self, CLIENTS, Client, REGISTRATION_LIFETIME};
 use super::pages::{json_response, oauth_error, read_body};
 use super::{Inner, crypto, redirect};
+
+/// Registrations a proxy accepts by default: 60 a minute, bursts of 20.
+pub(super) const DEFAULT_REGISTRATION_RATE: (u32, u32) = (60, 20);
+/// Largest registration request body: real clients send a few hundred bytes.
+const MAX_REGISTRATION_BYTES: usize = 4 * 1024;
+/// Most redirect URIs of one client.
+const MAX_REDIRECT_URIS: usize = 10;
+/// Longest redirect URI, in bytes.
+const MAX_REDIRECT_URI_BYTES: usize = 512;
+/// Longest client name, in characters.
+const MAX_CLIENT_NAME_CHARS: usize = 200;
+/// What a refused registration is told to wait when the store is full.
+const STORE_FULL_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// A token bucket of registrations, refilled by the proxy's clock.
+pub(super) struct RateLimit {
+    per_second: f64,
+    burst: f64,
+    state: Mutex<(f64, Option<SystemTime>)>,
+}
+
+impl RateLimit {
+    pub(super) fn new(per_minute: u32, burst: u32) -> Self {
+        Self {
+            per_second: f64::from(per_minute) / 60.0,
+            burst: f64::from(burst),
+            state: Mutex::new((f64::from(burst), None)),
+        }
+    }
+
+    /// Takes one registration, or says how long until one is available.
+    fn take(&self, now: SystemTime) -> Result<(), Duration> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let (tokens, last) = &mut *state;
+        // A clock that moves back refills nothing.
+        let elapsed = last
+            .and_then(|at| now.duration_since(at).ok())
+            .unwrap_or(Duration::ZERO);
+        if last.is_none_or(|at| now > at) {
+            *last = Some(now);
+        }
+        *tokens = (*tokens + elapsed.as_secs_f64() * self.per_second).min(self.burst);
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            let wait = (1.0 - *tokens) / self.per_second;
+            Err(Duration::from_secs_f64(wait.clamp(1.0, 3600.0).ceil()))
+        }
+    }
+}
+
+/// A 429 or 503 `temporarily_unavailable` answer with `Retry-After`.
+fn unavailable(status: StatusCode, retry_after: Duration, description: &str) -> Response<Body> {
+    let mut response = oauth_error(status, "temporarily_unavailable", description);
+    response.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from(retry_after.as_secs()),
+    );
+    response
+}
 
 /// The metadata's path (the issuer is an origin, so there is no path-inserted form).
 pub(super) const METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
@@ -65,20 +127,47 @@ pub(super) async fn register(
     State(inner): State<Arc<Inner>>,
     request: http::Request<Body>,
 ) -> Response<Body> {
+    if let Err(wait) = inner.registrations.take(inner.clock.now()) {
+        tracing::warn!(
+            outcome = "rate_limited",
+            retry_after_s = wait.as_secs(),
+            "oauth proxy client registration"
+        );
+        return unavailable(
+            StatusCode::TOO_MANY_REQUESTS,
+            wait,
+            "too many client registrations; retry later",
+        );
+    }
     let body = match read_body(request.into_body()).await {
         Ok(b) => b,
         Err(response) => return response,
     };
+    if body.len() > MAX_REGISTRATION_BYTES {
+        return invalid(
+            "invalid_client_metadata",
+            "the client metadata is larger than 4 KiB",
+        );
+    }
     let Ok(Value::Object(doc)) = serde_json::from_slice::<Value>(&body) else {
         return invalid("invalid_client_metadata", "the body is not a json object");
     };
     let Ok(Some(redirect_uris)) = string_list(doc.get("redirect_uris")) else {
         return invalid("invalid_redirect_uri", "redirect_uris is required");
     };
-    if redirect_uris.is_empty() || redirect_uris.len() > 10 {
+    if redirect_uris.is_empty() || redirect_uris.len() > MAX_REDIRECT_URIS {
         return invalid(
             "invalid_redirect_uri",
             "redirect_uris must list 1 to 10 uris",
+        );
+    }
+    if redirect_uris
+        .iter()
+        .any(|u| u.len() > MAX_REDIRECT_URI_BYTES)
+    {
+        return invalid(
+            "invalid_redirect_uri",
+            "a redirect uri is longer than 512 bytes",
         );
     }
     if let Some(bad) = redirect_uris
@@ -120,7 +209,9 @@ pub(super) async fn register(
     // section 3.2.1 lets the server replace metadata values).
     let client_name = match doc.get("client_name") {
         None | Some(Value::Null) => None,
-        Some(Value::String(name)) if name.chars().count() <= 200 => Some(name.clone()),
+        Some(Value::String(name)) if name.chars().count() <= MAX_CLIENT_NAME_CHARS => {
+            Some(name.clone())
+        }
         Some(_) => {
             return invalid(
                 "invalid_client_metadata",
@@ -148,8 +239,13 @@ pub(super) async fn register(
     )
     .await
     {
+        // A full store (or one that is down) is temporary: clients may retry.
         tracing::warn!(error = %err, "oauth proxy cannot store a client");
-        return server_error();
+        return unavailable(
+            StatusCode::SERVICE_UNAVAILABLE,
+            STORE_FULL_RETRY_AFTER,
+            "the server cannot register clients now; retry later",
+        );
     }
     tracing::info!(
         client_id = %client_id,
