@@ -333,6 +333,13 @@ struct Soak {
     final_rss_kib: u64,
     /// `final / baseline - 1`, in percent.
     rss_growth_pct: f64,
+    /// The same, less what the key pool's extra keys hold (`KEY_KIB` each): the pool
+    /// grows when a stream of new users drains it and gives keys back only after 5
+    /// idle minutes, by design, and is bounded on its own (`key_pool_bound`). This
+    /// is the figure the 10 % bound applies to.
+    rss_growth_excluding_pool_pct: f64,
+    /// Keys waiting in the pool when the baseline was taken.
+    key_pool_at_baseline: usize,
     /// Signers cached at the end (bound: 0 once tokens expired, allowing
     /// `concurrency` for lag).
     signer_cache_entries: u64,
@@ -604,10 +611,11 @@ async fn run(args: Args, runtimes: &setup::Runtimes) -> Result<Report, BoxError>
         ));
     }
     if let Some(soak) = &soak {
-        if soak.rss_growth_pct > 10.0 {
+        if soak.rss_growth_excluding_pool_pct > 10.0 {
             failures.push(format!(
-                "RSS grew {:.1} % over the baseline after the soak (bound 10 %)",
-                soak.rss_growth_pct
+                "RSS grew {:.1} % over the baseline after the soak, the key pool's growth \
+                 excluded (bound 10 %)",
+                soak.rss_growth_excluding_pool_pct
             ));
         }
         if soak.signer_cache_entries > soak.signer_cache_bound {
@@ -744,6 +752,7 @@ async fn run_soak(
     }
     tokio::time::sleep(warm_up).await;
     let baseline = status_kib("VmRSS");
+    let pool_at_baseline = system.map_or(0, |s| s.pool.available());
     let visits_at_baseline = visits.load(std::sync::atomic::Ordering::Relaxed);
     while tasks.join_next().await.is_some() {}
     // Every token minted before the end expires within `token_ttl`; the cache drops
@@ -768,6 +777,13 @@ async fn run_soak(
     } else {
         (final_rss as f64 / baseline as f64 - 1.0) * 100.0
     };
+    #[allow(clippy::cast_precision_loss, reason = "KiB")]
+    let growth_excluding_pool = if baseline == 0 {
+        0.0
+    } else {
+        let pool_kib = pool.saturating_sub(pool_at_baseline) as f64 * KEY_KIB;
+        ((final_rss as f64 - pool_kib) / baseline as f64 - 1.0) * 100.0
+    };
     Soak {
         seconds,
         visits,
@@ -776,6 +792,8 @@ async fn run_soak(
         baseline_rss_kib: baseline,
         final_rss_kib: final_rss,
         rss_growth_pct: (growth * 10.0).round() / 10.0,
+        rss_growth_excluding_pool_pct: (growth_excluding_pool * 10.0).round() / 10.0,
+        key_pool_at_baseline: pool_at_baseline,
         signer_cache_entries: entries,
         signer_cache_bound: 0,
         key_pool_available: pool,
@@ -793,6 +811,9 @@ async fn run_soak(
 
 /// The most keys the pool may hold: the default pool's ceiling.
 const KEY_POOL_BOUND: usize = oci_token_exchange::KeyPool::DEFAULT_CEILING;
+/// What one pooled RSA-2048 key holds, in KiB (`cargo bench --bench pool`: RSS
+/// before and after filling 256 keys).
+const KEY_KIB: f64 = 4.5;
 /// The most proxy store entries one login may leave behind.
 const PROXY_ENTRIES_PER_LOGIN: usize = 4;
 
@@ -838,12 +859,13 @@ fn print_report(r: &Report) {
     );
     if let Some(s) = &r.soak {
         println!(
-            "soak: {} s, {} visits; rss baseline {} KiB, final {} KiB ({:+.1} %); signer cache {} (bound {}); key pool {} (bound {}); proxy store {:?} (bound {:?})",
+            "soak: {} s, {} visits; rss baseline {} KiB, final {} KiB ({:+.1} %, {:+.1} % without the key pool's growth); signer cache {} (bound {}); key pool {} (bound {}); proxy store {:?} (bound {:?})",
             s.seconds,
             s.visits,
             s.baseline_rss_kib,
             s.final_rss_kib,
             s.rss_growth_pct,
+            s.rss_growth_excluding_pool_pct,
             s.signer_cache_entries,
             s.signer_cache_bound,
             s.key_pool_available,
