@@ -7,6 +7,8 @@
     not(all(feature = "oauth-proxy", feature = "emulator")),
     doc = "Call OCI APIs as the user who logged in. Build the docs with `--all-features` for the full guide."
 )]
+// No unsafe code in the library (Cargo.toml denies it everywhere else).
+#![forbid(unsafe_code)]
 
 #[cfg(feature = "reqwest")]
 mod cache;

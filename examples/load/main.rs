@@ -29,7 +29,8 @@
 //!   make one `whoami` each, all at once (`--idle` also delays the other runs);
 //! - `--soak SECS`: for SECS, C users at a time arrive (a fresh token of
 //!   `--token-ttl` seconds, default 20, for one of the N subjects), make M calls
-//!   and leave; then wait until every token has expired and check that RSS is within
+//!   and leave; then wait until every token has expired and check that RSS (once
+//!   glibc has returned its free pages) and the allocator's bytes in use are within
 //!   10 % of the baseline taken after warm-up and that the signer cache, key pool and
 //!   proxy store are bounded (exit status 1 if not); with `--proxy` the domain's
 //!   access tokens live `--token-ttl` too, and the proxy refreshes one expiring
@@ -76,7 +77,7 @@ use oci_token_exchange::{Emulator, UserTokenOptions};
 use serde::Serialize;
 
 use client::{CallRecord, Outcome, TOOLS, Tool};
-use report::{Calls, Cpu, Rss, status_kib};
+use report::{Calls, Cpu, Rss, heap_in_use_kib, held_rss_kib, status_kib};
 use server::BoxError;
 
 /// Arguments.
@@ -338,6 +339,14 @@ struct Soak {
     /// idle minutes, by design, and is bounded on its own (`key_pool_bound`). This
     /// is the figure the 10 % bound applies to.
     rss_growth_excluding_pool_pct: f64,
+    /// Bytes in use from the allocator after warm-up (glibc's `mallinfo2`, Rust's
+    /// and aws-lc's allocations alike), KiB; 0 off glibc.
+    baseline_heap_kib: u64,
+    /// The same once every token had expired.
+    final_heap_kib: u64,
+    /// Its growth less the key pool's extra keys, in percent: the leak detector
+    /// (RSS also counts pages the allocator has not returned).
+    heap_growth_excluding_pool_pct: f64,
     /// Keys waiting in the pool when the baseline was taken.
     key_pool_at_baseline: usize,
     /// Signers cached at the end (bound: 0 once tokens expired, allowing
@@ -555,7 +564,7 @@ async fn run(args: Args, runtimes: &setup::Runtimes) -> Result<Report, BoxError>
     let redis_before = redis
         .as_ref()
         .and_then(redis::RedisControl::commands_processed);
-    let rss_before = status_kib("VmRSS");
+    let rss_before = held_rss_kib();
     let cpu_before = Cpu::now();
 
     let fault_task = match (&system, args.faults) {
@@ -616,6 +625,13 @@ async fn run(args: Args, runtimes: &setup::Runtimes) -> Result<Report, BoxError>
                 "RSS grew {:.1} % over the baseline after the soak, the key pool's growth \
                  excluded (bound 10 %)",
                 soak.rss_growth_excluding_pool_pct
+            ));
+        }
+        if soak.heap_growth_excluding_pool_pct > 10.0 {
+            failures.push(format!(
+                "the allocator holds {:.1} % more in use than at the baseline after the \
+                 soak, the key pool's growth excluded (bound 10 %)",
+                soak.heap_growth_excluding_pool_pct
             ));
         }
         if soak.signer_cache_entries > soak.signer_cache_bound {
@@ -679,9 +695,7 @@ async fn run(args: Args, runtimes: &setup::Runtimes) -> Result<Report, BoxError>
         rss: Rss {
             before_kib: rss_before,
             peak_kib: status_kib("VmHWM"),
-            after_kib: soak
-                .as_ref()
-                .map_or_else(|| status_kib("VmRSS"), |s| s.final_rss_kib),
+            after_kib: soak.as_ref().map_or_else(held_rss_kib, |s| s.final_rss_kib),
         },
         cpu,
         soak,
@@ -721,6 +735,16 @@ async fn load(shared: &Arc<Shared>, args: &Args) {
     while tasks.join_next().await.is_some() {}
 }
 
+/// `(final - excluded) / baseline - 1` in percent, to a tenth; 0 without a baseline.
+fn growth_excluding(baseline_kib: u64, final_kib: u64, excluded_kib: f64) -> f64 {
+    if baseline_kib == 0 {
+        return 0.0;
+    }
+    #[allow(clippy::cast_precision_loss, reason = "KiB")]
+    let growth = ((final_kib as f64 - excluded_kib) / baseline_kib as f64 - 1.0) * 100.0;
+    (growth * 10.0).round() / 10.0
+}
+
 /// The soak: `concurrency` user slots, each a stream of visits with fresh tokens,
 /// until `seconds` have passed; then the wait for every token to expire and the
 /// checks.
@@ -751,7 +775,8 @@ async fn run_soak(
         });
     }
     tokio::time::sleep(warm_up).await;
-    let baseline = status_kib("VmRSS");
+    let baseline = held_rss_kib();
+    let baseline_heap = heap_in_use_kib();
     let pool_at_baseline = system.map_or(0, |s| s.pool.available());
     let visits_at_baseline = visits.load(std::sync::atomic::Ordering::Relaxed);
     while tasks.join_next().await.is_some() {}
@@ -770,20 +795,10 @@ async fn run_soak(
     let proxy_store = system
         .and_then(|s| s.proxy_store.as_ref())
         .map(oci_token_exchange::MemoryStore::len);
-    let final_rss = status_kib("VmRSS");
-    #[allow(clippy::cast_precision_loss, reason = "KiB")]
-    let growth = if baseline == 0 {
-        0.0
-    } else {
-        (final_rss as f64 / baseline as f64 - 1.0) * 100.0
-    };
-    #[allow(clippy::cast_precision_loss, reason = "KiB")]
-    let growth_excluding_pool = if baseline == 0 {
-        0.0
-    } else {
-        let pool_kib = pool.saturating_sub(pool_at_baseline) as f64 * KEY_KIB;
-        ((final_rss as f64 - pool_kib) / baseline as f64 - 1.0) * 100.0
-    };
+    let final_rss = held_rss_kib();
+    let final_heap = heap_in_use_kib();
+    #[allow(clippy::cast_precision_loss, reason = "a count of keys")]
+    let pool_kib = pool.saturating_sub(pool_at_baseline) as f64 * KEY_KIB;
     Soak {
         seconds,
         visits,
@@ -791,8 +806,11 @@ async fn run_soak(
         visits_at_baseline,
         baseline_rss_kib: baseline,
         final_rss_kib: final_rss,
-        rss_growth_pct: (growth * 10.0).round() / 10.0,
-        rss_growth_excluding_pool_pct: (growth_excluding_pool * 10.0).round() / 10.0,
+        rss_growth_pct: growth_excluding(baseline, final_rss, 0.0),
+        rss_growth_excluding_pool_pct: growth_excluding(baseline, final_rss, pool_kib),
+        baseline_heap_kib: baseline_heap,
+        final_heap_kib: final_heap,
+        heap_growth_excluding_pool_pct: growth_excluding(baseline_heap, final_heap, pool_kib),
         key_pool_at_baseline: pool_at_baseline,
         signer_cache_entries: entries,
         signer_cache_bound: 0,
