@@ -787,3 +787,88 @@ fn a_fetch_spawned_on_a_closed_runtime_does_not_block_validation() {
     assert_eq!(outcome, Ok(Some("ann".to_owned())));
     background.shutdown_background();
 }
+
+fn auth_remembering(
+    domain_url: &str,
+    clock: &Arc<FixedClock>,
+    ttl: Duration,
+    max_key_age: Duration,
+) -> BearerAuth {
+    BearerAuth::builder()
+        .domain_url(domain_url)
+        .resource("http://127.0.0.1:1/mcp")
+        .audience(AUDIENCE)
+        .clock(Arc::clone(clock) as Arc<dyn oci_token_exchange::Clock>)
+        .max_key_age(max_key_age)
+        .validation_cache_ttl(ttl)
+        .build()
+        .unwrap()
+}
+
+/// Issue 12 (the warm path): a validated token is remembered, so the same token
+/// again is accepted without a new signature check, for the TTL and no longer.
+/// Shown with keys that stop being trusted after 30 s while the domain is down:
+/// within the TTL the remembered validation answers; after it, and without the
+/// cache, the keys' age refuses.
+#[tokio::test]
+async fn a_validation_is_remembered_for_its_ttl() {
+    let k = key();
+    let domain = Domain::start(&[("k1", &k)]).await;
+    let token = signed(&k, &rs256("k1"), &claims(&domain, START));
+    for (ttl, remembered) in [(Duration::from_secs(60), true), (Duration::ZERO, false)] {
+        let clock = clock();
+        let auth = auth_remembering(&domain.url, &clock, ttl, Duration::from_secs(30));
+        domain.set_mode(Mode::Up);
+        auth.validate(&token).await.expect("fresh keys");
+        domain.set_mode(Mode::Down);
+        clock.advance(Duration::from_secs(31));
+        let again = auth.validate(&token).await;
+        assert_eq!(again.is_ok(), remembered, "ttl {ttl:?}: {again:?}");
+        if remembered {
+            assert_eq!(again.unwrap().subject(), Some("ann"));
+            // Another token (the same claims, one signature byte changed) is not
+            // answered from the entry: the key is the whole token.
+            let mut forged = token.clone().into_bytes();
+            let last = forged.len() - 2;
+            forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+            let forged = String::from_utf8(forged).unwrap();
+            assert!(auth.validate(&forged).await.is_err(), "a changed token");
+            clock.advance(Duration::from_secs(30));
+            let err = auth.validate(&token).await.expect_err("past the TTL");
+            assert_eq!(err.kind(), ErrorKind::Transport, "{err}");
+        }
+    }
+}
+
+/// A remembered validation never outlives the token: past `exp` plus the leeway
+/// it is refused as the checks would refuse it, whatever the TTL.
+#[tokio::test]
+async fn a_remembered_validation_ends_at_the_tokens_expiry() {
+    let k = key();
+    let domain = Domain::start(&[("k1", &k)]).await;
+    let clock = clock();
+    let hour = Duration::from_secs(3600);
+    let auth = auth_remembering(&domain.url, &clock, hour, hour);
+    let short = with(claims(&domain, START), "exp", json!(START + 10));
+    let token = signed(&k, &rs256("k1"), &short);
+    auth.validate(&token).await.expect("valid");
+    // The leeway is 30 s: accepted until exp + 30 s, by the checks and the entry.
+    clock.advance(Duration::from_secs(39));
+    auth.validate(&token).await.expect("within the leeway");
+    clock.advance(Duration::from_secs(2));
+    let err = auth.validate(&token).await.expect_err("expired");
+    assert_eq!(err.kind(), ErrorKind::SignatureRejected, "{err}");
+}
+
+#[test]
+fn a_validation_cache_over_an_hour_is_refused_at_build() {
+    let err = BearerAuth::builder()
+        .domain_url("https://idcs-x.identity.oraclecloud.com")
+        .resource("http://127.0.0.1:1/mcp")
+        .audience(AUDIENCE)
+        .validation_cache_ttl(Duration::from_secs(3601))
+        .build()
+        .expect_err("over an hour");
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+    assert!(err.to_string().contains("at most 1 hour"), "{err}");
+}

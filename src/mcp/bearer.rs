@@ -12,6 +12,7 @@ use super::jwks::{JwksSettings, KeyCache, Miss};
 use super::layer::BearerAuthLayer;
 use super::metadata::{METADATA_PATH, metadata_paths};
 use super::token::AccessToken;
+use super::validations::Validations;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, ErrorKind, Result};
 use crate::exchange::parse_domain_url;
@@ -24,6 +25,12 @@ const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 const DEFAULT_REFETCH_INTERVAL: Duration = Duration::from_secs(60);
 /// Default longest time keys are trusted without a successful refresh.
 const DEFAULT_MAX_KEY_AGE: Duration = Duration::from_secs(24 * 3600);
+/// Default lifetime of a remembered positive validation.
+const DEFAULT_VALIDATION_TTL: Duration = Duration::from_secs(60);
+/// Longest lifetime of a remembered validation the builder accepts: keys are
+/// refreshed hourly, so a key the domain withdrew is dropped within the hour; a
+/// validation made with it is not remembered longer.
+const MAX_VALIDATION_TTL: Duration = Duration::from_secs(3600);
 
 /// Why a request is refused.
 pub(crate) struct Rejection {
@@ -82,6 +89,8 @@ pub(super) struct Inner {
     leeway: Duration,
     clock: Arc<dyn Clock>,
     keys: Arc<KeyCache>,
+    /// Positive validations remembered (the proxy's own tokens: the proxy's).
+    validations: Validations,
 }
 
 /// Validates bearer tokens issued by an OCI IAM identity domain, as the MCP
@@ -99,6 +108,11 @@ pub(super) struct Inner {
 ///   NumericDates (fractions allowed) with a small leeway (default 30 s) against the
 ///   configured clock, the audience when configured, and the required scopes;
 ///   a `crit` header is refused.
+///
+/// A positive validation is remembered for a short while (default 60 s, never past
+/// the token's `exp` plus the leeway), keyed by the SHA-256 of the whole token: a
+/// warm call with the same token skips the signature check and the parse. See
+/// [`BearerAuthBuilder::validation_cache_ttl`].
 ///
 /// Refusals: 401 with `WWW-Authenticate: Bearer resource_metadata="..."` (plus
 /// `error="invalid_token"` when a bearer token was presented; none for a missing
@@ -139,6 +153,7 @@ pub struct BearerAuthBuilder {
     max_key_age: Option<Duration>,
     clock: Option<Arc<dyn Clock>>,
     http: Option<reqwest::Client>,
+    validation_ttl: Option<Duration>,
 }
 
 impl BearerAuthBuilder {
@@ -217,6 +232,18 @@ impl BearerAuthBuilder {
         self
     }
 
+    /// How long a positive validation is remembered (default 60 s, at most 1 h; zero
+    /// turns it off). The same token is then accepted without a new signature
+    /// check until the earlier of this and its `exp` plus the leeway. Tokens are
+    /// JWTs, checked offline: what could end a token's validity sooner is the domain
+    /// withdrawing its signing key, which keys refreshed hourly learn of within
+    /// the hour anyway.
+    #[must_use]
+    pub fn validation_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.validation_ttl = Some(ttl);
+        self
+    }
+
     /// The HTTP client for discovery and JWKS (default: one without redirects and
     /// with 10 s timeouts).
     #[must_use]
@@ -229,9 +256,14 @@ impl BearerAuthBuilder {
     ///
     /// # Errors
     /// [`ErrorKind::InvalidConfig`] for a missing or invalid domain URL or resource,
-    /// or when neither an audience nor `allow_any_audience` was given.
+    /// when neither an audience nor `allow_any_audience` was given, or for a
+    /// validation cache TTL over 1 h.
     pub fn build(self) -> Result<BearerAuth> {
         let invalid = |m: &'static str| Error::new(ErrorKind::InvalidConfig, m);
+        let validation_ttl = self.validation_ttl.unwrap_or(DEFAULT_VALIDATION_TTL);
+        if validation_ttl > MAX_VALIDATION_TTL {
+            return Err(invalid("the validation cache TTL must be at most 1 hour"));
+        }
         if self.audience.is_none() && !self.any_audience {
             return Err(invalid(
                 "an audience is required (or call allow_any_audience explicitly)",
@@ -291,6 +323,7 @@ impl BearerAuthBuilder {
                 leeway: self.leeway.unwrap_or(DEFAULT_LEEWAY),
                 clock,
                 keys,
+                validations: Validations::new(validation_ttl),
             }),
         })
     }
@@ -368,6 +401,8 @@ impl BearerAuth {
                 leeway: v.leeway,
                 clock: Arc::clone(&v.clock),
                 keys: Arc::clone(&v.keys),
+                // The proxy remembers its own validations.
+                validations: Validations::new(Duration::ZERO),
             }),
         }
     }
@@ -377,6 +412,9 @@ impl BearerAuth {
         #[cfg(feature = "oauth-proxy")]
         if let Some(proxy) = &inner.proxy {
             return crate::proxy::check(proxy, token).await;
+        }
+        if let Some(access) = inner.validations.get(token, inner.clock.now()).await {
+            return Ok(access);
         }
         let header = jwt::header(token)
             .ok_or_else(|| Rejection::invalid("the token is not an RS256 JWT"))?;
@@ -418,11 +456,24 @@ impl BearerAuth {
                 scope: Some(inner.required_scopes.join(" ")),
             });
         }
-        Ok(AccessToken {
+        let access = AccessToken {
             token: SecretString::new(token),
             claims: Arc::new(claims),
             scopes,
-        })
+        };
+        // Remembered until the earlier of the TTL and the moment the checks above
+        // would refuse it as expired.
+        let until = exp.checked_add(inner.leeway).map(|end| {
+            now.checked_add(inner.validations.ttl())
+                .map_or(end, |ttl_end| ttl_end.min(end))
+        });
+        if let Some(until) = until
+            && now < until
+        {
+            let epoch = inner.validations.epoch();
+            inner.validations.insert(token, epoch, until, &access).await;
+        }
+        Ok(access)
     }
 }
 

@@ -7,6 +7,7 @@ mod layer;
 mod metadata;
 mod token;
 mod tool;
+mod validations;
 
 pub use bearer::{BearerAuth, BearerAuthBuilder};
 #[cfg(feature = "oauth-proxy")]
@@ -14,3 +15,4 @@ pub(crate) use bearer::{Rejection, scopes_of};
 pub use layer::{BearerAuthLayer, BearerAuthService};
 pub use token::{AccessToken, OptionalAccessToken, access_token};
 pub use tool::{ToolError, tool_error};
+pub(crate) use validations::Validations;

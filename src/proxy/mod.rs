@@ -63,7 +63,7 @@ pub(crate) struct Inner {
     /// The parsed upstream token of each set, by set id, with the token it is of.
     parsed: moka::future::Cache<String, Arc<(String, AccessToken)>>,
     /// Positive bearer validations remembered for a short while.
-    validations: validate::Validations,
+    validations: crate::mcp::Validations,
     /// The consent page's `form-action` sources.
     form_action: String,
     /// Registrations allowed now (a token bucket, this process).
@@ -490,7 +490,7 @@ impl OAuthProxyBuilder {
                 .max_capacity(10_000)
                 .time_to_live(Duration::from_secs(3600))
                 .build(),
-            validations: validate::Validations::new(validation_ttl),
+            validations: crate::mcp::Validations::new(validation_ttl),
             form_action,
             registrations: register::RateLimit::new(per_minute, burst),
         };

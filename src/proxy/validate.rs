@@ -3,7 +3,6 @@
 //! the user's upstream token as [`AccessToken`].
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use super::model::{self, JTIS, JtiRecord, REVOKED, SETS, TokenSet};
@@ -44,93 +43,6 @@ pub(super) const DEFAULT_VALIDATION_TTL: Duration = Duration::from_secs(1);
 /// Longest lifetime of a remembered validation the builder accepts: for that long
 /// another replica may still accept a token revoked elsewhere.
 pub(super) const MAX_VALIDATION_TTL: Duration = Duration::from_secs(60);
-/// moka's lifetime of an entry is at most this (the entries' own limit is kept
-/// beside them).
-const VALIDATIONS_MAX_TTL: Duration = Duration::from_secs(24 * 3600);
-/// Most validations remembered at once.
-const VALIDATIONS_CAPACITY: u64 = 10_000;
-
-/// The positive validations this replica remembers for a short while, so that a
-/// warm tool call reads nothing from the store.
-///
-/// Keyed by the SHA-256 of the whole bearer token: an entry answers only for the
-/// exact token that was validated, never for another user's (nor another token of
-/// the same user's). An entry lives at most the TTL (by the proxy's clock), and never
-/// past the token's `exp` nor past the moment its upstream token is due for refresh.
-/// Every login this replica ends ([`end_set`], a refused refresh) bumps `epoch`,
-/// which drops all the entries at once (an entry counts only in the epoch it was
-/// made in; a validation that raced the ending was made in the old one); the other
-/// replicas learn of it from the store when their entries expire.
-pub(super) struct Validations {
-    ttl: Duration,
-    epoch: AtomicU64,
-    entries: Option<moka::future::Cache<[u8; 32], Arc<Validated>>>,
-}
-
-/// One remembered validation.
-struct Validated {
-    epoch: u64,
-    until: SystemTime,
-    token: AccessToken,
-}
-
-impl Validations {
-    /// Remembers validations for `ttl` (zero: never).
-    pub(super) fn new(ttl: Duration) -> Self {
-        let entries = (!ttl.is_zero()).then(|| {
-            moka::future::Cache::builder()
-                .max_capacity(VALIDATIONS_CAPACITY)
-                // Memory only: an entry's validity is `until`, by the proxy's clock
-                // (moka refuses lifetimes of centuries).
-                .time_to_live(ttl.min(VALIDATIONS_MAX_TTL))
-                .build()
-        });
-        Self {
-            ttl,
-            epoch: AtomicU64::new(0),
-            entries,
-        }
-    }
-
-    /// Forgets every remembered validation (a login ended on this replica).
-    pub(super) fn clear(&self) {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
-        if let Some(entries) = &self.entries {
-            entries.invalidate_all();
-        }
-    }
-
-    fn key(token: &str) -> [u8; 32] {
-        crate::key::sha256(token.as_bytes())
-    }
-
-    async fn get(&self, token: &str, now: SystemTime) -> Option<AccessToken> {
-        let entries = self.entries.as_ref()?;
-        let entry = entries.get(&Self::key(token)).await?;
-        (entry.epoch == self.epoch.load(Ordering::SeqCst) && now < entry.until)
-            .then(|| entry.token.clone())
-    }
-
-    async fn insert(&self, token: &str, epoch: u64, until: SystemTime, access: &AccessToken) {
-        let Some(entries) = &self.entries else {
-            return;
-        };
-        let entry = Validated {
-            epoch,
-            until,
-            token: access.clone(),
-        };
-        entries.insert(Self::key(token), Arc::new(entry)).await;
-    }
-}
-
-impl std::fmt::Debug for Validations {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Validations")
-            .field("ttl", &self.ttl)
-            .finish_non_exhaustive()
-    }
-}
 
 fn unix_time(secs: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH
@@ -148,7 +60,7 @@ pub(crate) async fn check(inner: &Arc<Inner>, token: &str) -> Result<AccessToken
     }
     // Taken before the store is read: an ending of a login from here on makes
     // what is read now stale.
-    let epoch = inner.validations.epoch.load(Ordering::SeqCst);
+    let epoch = inner.validations.epoch();
     let claims = inner
         .tokens
         .verify(token)
@@ -170,7 +82,7 @@ pub(crate) async fn check(inner: &Arc<Inner>, token: &str) -> Result<AccessToken
         })?;
     let access = upstream_access_token(inner, &record.set_id, &set).await;
     let until = now
-        .checked_add(inner.validations.ttl)
+        .checked_add(inner.validations.ttl())
         .unwrap_or_else(|| unix_time(claims.exp))
         .min(unix_time(claims.exp))
         .min(unix_time(
