@@ -9,7 +9,11 @@
 //!   POST answered with one `application/json` body instead of an SSE stream).
 //!   Skipped, with a printed reason, when the example does not honour the variable
 //!   (its initialize answer still carries an `Mcp-Session-Id`);
-//! - `mcp/direct_signed_request`: sign with a ready session and send.
+//! - `mcp/direct_signed_request`: sign with a ready session and send;
+//! - `mcp/server_round_trip`: a GET of the example server's RFC 9728 metadata
+//!   (no token, no tool, no OCI call): the floor a tool call pays for its extra hop
+//!   (a second process, its wake-ups, HTTP both ways) before the server does any
+//!   work.
 //!
 //! The example server is built in release mode and run as a child process.
 
@@ -194,6 +198,20 @@ fn benches(c: &mut Criterion) {
         });
     };
     direct();
+    let metadata = {
+        let mut url = reqwest::Url::parse(&stateless.url).unwrap();
+        let path = format!("/.well-known/oauth-protected-resource{}", url.path());
+        url.set_path(&path);
+        url
+    };
+    let round_trip = || {
+        runtime.block_on(async {
+            let response = http.get(metadata.clone()).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.bytes().await.unwrap();
+        });
+    };
+    round_trip();
 
     let mut group = c.benchmark_group("mcp");
     group
@@ -204,6 +222,7 @@ fn benches(c: &mut Criterion) {
         b.iter(|| call(&stateless_client));
     });
     group.bench_function("direct_signed_request", |b| b.iter(direct));
+    group.bench_function("server_round_trip", |b| b.iter(round_trip));
     group.finish();
     assert_eq!(
         emulator.exchanges_for("bench@example.com"),

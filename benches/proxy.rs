@@ -8,7 +8,10 @@
 //! - `proxy/validate_warm_cached`: the same with the default 1 s validation cache
 //!   (a replica sharing the store, so the token is the same): no store read but
 //!   one per second;
-//! - `proxy/bearer_validate_warm`: `BearerAuth::validate(domain token)` (keys cached).
+//! - `proxy/bearer_validate_warm`: `BearerAuth::validate(domain token)` (keys cached)
+//!   with its validation cache off: the RS256 check and the claims' parse each time;
+//! - `proxy/bearer_validate_warm_cached`: the same with `BearerAuth`'s default
+//!   60 s validation cache (one SHA-256 of the token and a lookup).
 //!
 //! The login that yields the proxy's token runs once, against the emulator, with the
 //! consent page off.
@@ -121,50 +124,68 @@ fn benches(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let (proxy, cached, own_token, bearer, domain_token, _emulator) = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let emulator = Emulator::builder()
-            .redirect_uri(format!("{base}/auth/callback"))
-            .start()
-            .await
-            .unwrap();
-        let store = MemoryStore::default();
-        let replica = |ttl: Option<Duration>| {
-            let builder = OAuthProxy::builder()
-                .base_url(base.as_str())
-                .domain_url(emulator.domain_url().as_str())
-                .client_credentials(emulator.client_id(), emulator.client_secret().clone())
-                .signing_key(b"bench-signing-key-0123456789-0123456789".to_vec())
-                .consent(false)
-                .store(Arc::new(store.clone()));
-            match ttl {
-                Some(ttl) => builder.validation_cache_ttl(ttl),
-                None => builder,
-            }
-            .build()
-            .unwrap()
-        };
-        let proxy = replica(Some(Duration::ZERO));
-        let cached = replica(None);
-        let app = proxy.router();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        let own_token = proxy_token(&base).await;
-        let resource = format!("{base}/mcp");
-        let bearer = BearerAuth::builder()
-            .domain_url(emulator.domain_url().as_str())
-            .resource(resource.as_str())
-            .audience(resource.as_str())
-            .build()
-            .unwrap();
-        let domain_token = emulator
-            .mint_user_token_with(&UserTokenOptions::new("bench").audience(resource.as_str()));
-        // Warm both: keys fetched, token set found.
-        proxy.bearer_auth().validate(&own_token).await.unwrap();
-        cached.bearer_auth().validate(&own_token).await.unwrap();
-        bearer.validate(&domain_token).await.unwrap();
-        (proxy, cached, own_token, bearer, domain_token, emulator)
-    });
+    let (proxy, cached, own_token, bearer, bearer_cached, domain_token, _emulator) = runtime
+        .block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let base = format!("http://{}", listener.local_addr().unwrap());
+            let emulator = Emulator::builder()
+                .redirect_uri(format!("{base}/auth/callback"))
+                .start()
+                .await
+                .unwrap();
+            let store = MemoryStore::default();
+            let replica = |ttl: Option<Duration>| {
+                let builder = OAuthProxy::builder()
+                    .base_url(base.as_str())
+                    .domain_url(emulator.domain_url().as_str())
+                    .client_credentials(emulator.client_id(), emulator.client_secret().clone())
+                    .signing_key(b"bench-signing-key-0123456789-0123456789".to_vec())
+                    .consent(false)
+                    .store(Arc::new(store.clone()));
+                match ttl {
+                    Some(ttl) => builder.validation_cache_ttl(ttl),
+                    None => builder,
+                }
+                .build()
+                .unwrap()
+            };
+            let proxy = replica(Some(Duration::ZERO));
+            let cached = replica(None);
+            let app = proxy.router();
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            let own_token = proxy_token(&base).await;
+            let resource = format!("{base}/mcp");
+            let bearer_with = |ttl: Option<Duration>| {
+                let builder = BearerAuth::builder()
+                    .domain_url(emulator.domain_url().as_str())
+                    .resource(resource.as_str())
+                    .audience(resource.as_str());
+                match ttl {
+                    Some(ttl) => builder.validation_cache_ttl(ttl),
+                    None => builder,
+                }
+                .build()
+                .unwrap()
+            };
+            let bearer = bearer_with(Some(Duration::ZERO));
+            let bearer_cached = bearer_with(None);
+            let domain_token = emulator
+                .mint_user_token_with(&UserTokenOptions::new("bench").audience(resource.as_str()));
+            // Warm both: keys fetched, token set found.
+            proxy.bearer_auth().validate(&own_token).await.unwrap();
+            cached.bearer_auth().validate(&own_token).await.unwrap();
+            bearer.validate(&domain_token).await.unwrap();
+            bearer_cached.validate(&domain_token).await.unwrap();
+            (
+                proxy,
+                cached,
+                own_token,
+                bearer,
+                bearer_cached,
+                domain_token,
+                emulator,
+            )
+        });
     let auth = proxy.bearer_auth();
     let mut group = c.benchmark_group("proxy");
     group.bench_function("validate_warm", |b| {
@@ -176,6 +197,13 @@ fn benches(c: &mut Criterion) {
     });
     group.bench_function("bearer_validate_warm", |b| {
         b.iter(|| runtime.block_on(bearer.validate(&domain_token)).unwrap());
+    });
+    group.bench_function("bearer_validate_warm_cached", |b| {
+        b.iter(|| {
+            runtime
+                .block_on(bearer_cached.validate(&domain_token))
+                .unwrap()
+        });
     });
     group.finish();
 }

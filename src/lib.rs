@@ -67,7 +67,7 @@ pub use key::{KeyPool, KeyPoolBuilder, KeyPoolStats};
 #[cfg(feature = "mcp")]
 pub use mcp::{
     AccessToken, BearerAuth, BearerAuthBuilder, BearerAuthLayer, BearerAuthService,
-    OptionalAccessToken, ToolError, access_token, tool_error,
+    BearerAuthStats, OptionalAccessToken, ToolError, access_token, tool_error,
 };
 #[cfg(feature = "middleware")]
 pub use middleware::{BodyDigest, SignWith, SigningMiddleware};

@@ -805,43 +805,115 @@ fn auth_remembering(
         .unwrap()
 }
 
+fn stats(checked: u64, remembered: u64, refused: u64) -> oci_token_exchange::BearerAuthStats {
+    let mut stats = oci_token_exchange::BearerAuthStats::default();
+    stats.checked = checked;
+    stats.remembered = remembered;
+    stats.refused = refused;
+    stats
+}
+
 /// Issue 12 (the warm path): a validated token is remembered, so the same token
-/// again is accepted without a new signature check, for the TTL and no longer.
-/// Shown with keys that stop being trusted after 30 s while the domain is down:
-/// within the TTL the remembered validation answers; after it, and without the
-/// cache, the keys' age refuses.
+/// again is accepted without a new signature check, for the TTL and no longer;
+/// another token (one signature byte changed) is not answered from its entry.
 #[tokio::test]
 async fn a_validation_is_remembered_for_its_ttl() {
     let k = key();
     let domain = Domain::start(&[("k1", &k)]).await;
     let token = signed(&k, &rs256("k1"), &claims(&domain, START));
-    for (ttl, remembered) in [(Duration::from_secs(60), true), (Duration::ZERO, false)] {
+    let mut forged = token.clone().into_bytes();
+    let last = forged.len() - 2;
+    forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
+    let hour = Duration::from_secs(3600);
+    for (ttl, remembered) in [(Duration::from_secs(60), 2), (Duration::ZERO, 0)] {
         let clock = clock();
-        let auth = auth_remembering(&domain.url, &clock, ttl, Duration::from_secs(30));
-        domain.set_mode(Mode::Up);
-        auth.validate(&token).await.expect("fresh keys");
-        domain.set_mode(Mode::Down);
-        clock.advance(Duration::from_secs(31));
-        let again = auth.validate(&token).await;
-        assert_eq!(again.is_ok(), remembered, "ttl {ttl:?}: {again:?}");
-        if remembered {
-            assert_eq!(again.unwrap().subject(), Some("ann"));
-            // Another token (the same claims, one signature byte changed) is not
-            // answered from the entry: the key is the whole token.
-            let mut forged = token.clone().into_bytes();
-            let last = forged.len() - 2;
-            forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
-            let forged = String::from_utf8(forged).unwrap();
-            assert!(auth.validate(&forged).await.is_err(), "a changed token");
-            clock.advance(Duration::from_secs(30));
-            let err = auth.validate(&token).await.expect_err("past the TTL");
-            assert_eq!(err.kind(), ErrorKind::Transport, "{err}");
+        let auth = auth_remembering(&domain.url, &clock, ttl, hour);
+        for _ in 0..3 {
+            let access = auth.validate(&token).await.expect("valid");
+            assert_eq!(access.subject(), Some("ann"));
         }
+        assert!(auth.validate(&forged).await.is_err(), "a changed token");
+        assert_eq!(
+            auth.stats(),
+            stats(3 - remembered, remembered, 1),
+            "{ttl:?}"
+        );
+        clock.advance(Duration::from_secs(60));
+        auth.validate(&token).await.expect("valid");
+        assert_eq!(
+            auth.stats(),
+            stats(4 - remembered, remembered, 1),
+            "{ttl:?}: checked again after the TTL"
+        );
     }
 }
 
-/// A remembered validation never outlives the token: past `exp` plus the leeway
-/// it is refused as the checks would refuse it, whatever the TTL.
+/// Review fix: a remembered validation stands only while its key does. When a
+/// fetch replaces the keys (here: one for an unknown kid, after the domain
+/// withdrew `k1` and published `k2`, and then another key under the name `k1`), a
+/// token checked with the old `k1` is checked again, and refused, at once: not
+/// after the TTL.
+#[tokio::test]
+async fn a_remembered_validation_ends_when_its_key_is_withdrawn() {
+    for reuse_kid in [false, true] {
+        withdraw_a_remembered_key(reuse_kid).await;
+    }
+}
+
+async fn withdraw_a_remembered_key(reuse_kid: bool) {
+    let (k1, k2) = (key(), key());
+    let domain = Domain::start(&[("k1", &k1)]).await;
+    let clock = clock();
+    let hour = Duration::from_secs(3600);
+    let auth = auth_remembering(&domain.url, &clock, hour, 24 * hour);
+    let old = signed(&k1, &rs256("k1"), &claims(&domain, START));
+    auth.validate(&old).await.expect("valid");
+    auth.validate(&old).await.expect("remembered");
+    assert_eq!(auth.stats(), stats(1, 1, 0));
+
+    domain.state.keys.lock().unwrap().clear();
+    domain.publish("k2", &k2);
+    if reuse_kid {
+        domain.publish("k1", &key());
+    }
+    clock.advance(Duration::from_secs(61));
+    let new = signed(&k2, &rs256("k2"), &claims(&domain, START + 61));
+    auth.validate(&new).await.expect("k2, fetched for its kid");
+    let err = auth.validate(&old).await.expect_err("k1 was withdrawn");
+    assert_eq!(
+        err.kind(),
+        ErrorKind::SignatureRejected,
+        "{reuse_kid}: {err}"
+    );
+    assert_eq!(auth.stats(), stats(2, 1, 1), "{reuse_kid}");
+}
+
+/// Review fix: keys past the maximum age are not trusted for a remembered
+/// validation either (503 as without the cache, the domain being down).
+#[tokio::test]
+async fn a_remembered_validation_needs_trusted_keys() {
+    let k = key();
+    let domain = Domain::start(&[("k1", &k)]).await;
+    let clock = clock();
+    let auth = auth_remembering(
+        &domain.url,
+        &clock,
+        Duration::from_secs(60),
+        Duration::from_secs(30),
+    );
+    let token = signed(&k, &rs256("k1"), &claims(&domain, START));
+    auth.validate(&token).await.expect("valid");
+    domain.set_mode(Mode::Down);
+    clock.advance(Duration::from_secs(31));
+    let err = auth.validate(&token).await.expect_err("keys too old");
+    assert_eq!(err.kind(), ErrorKind::Transport, "{err}");
+    assert_eq!(auth.stats(), stats(1, 0, 1));
+}
+
+/// A remembered validation never outlives the token: from its `exp` on the token
+/// is checked again each time (accepted within the leeway, then refused), whatever
+/// the TTL.
 #[tokio::test]
 async fn a_remembered_validation_ends_at_the_tokens_expiry() {
     let k = key();
@@ -852,12 +924,19 @@ async fn a_remembered_validation_ends_at_the_tokens_expiry() {
     let short = with(claims(&domain, START), "exp", json!(START + 10));
     let token = signed(&k, &rs256("k1"), &short);
     auth.validate(&token).await.expect("valid");
-    // The leeway is 30 s: accepted until exp + 30 s, by the checks and the entry.
-    clock.advance(Duration::from_secs(39));
+    clock.advance(Duration::from_secs(9));
+    auth.validate(&token).await.expect("remembered");
+    assert_eq!(auth.stats(), stats(1, 1, 0));
+    // Past exp, within the 30 s leeway: accepted by the checks, not remembered.
+    clock.advance(Duration::from_secs(1));
     auth.validate(&token).await.expect("within the leeway");
-    clock.advance(Duration::from_secs(2));
+    clock.advance(Duration::from_secs(29));
+    auth.validate(&token).await.expect("within the leeway");
+    assert_eq!(auth.stats(), stats(3, 1, 0));
+    clock.advance(Duration::from_secs(1));
     let err = auth.validate(&token).await.expect_err("expired");
     assert_eq!(err.kind(), ErrorKind::SignatureRejected, "{err}");
+    assert_eq!(auth.stats(), stats(3, 1, 1));
 }
 
 #[test]
@@ -871,4 +950,11 @@ fn a_validation_cache_over_an_hour_is_refused_at_build() {
         .expect_err("over an hour");
     assert_eq!(err.kind(), ErrorKind::InvalidConfig);
     assert!(err.to_string().contains("at most 1 hour"), "{err}");
+    BearerAuth::builder()
+        .domain_url("https://idcs-x.identity.oraclecloud.com")
+        .resource("http://127.0.0.1:1/mcp")
+        .audience(AUDIENCE)
+        .validation_cache_ttl(Duration::from_secs(3600))
+        .build()
+        .expect("an hour is accepted");
 }

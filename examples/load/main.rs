@@ -31,8 +31,9 @@
 //!   `--token-ttl` seconds, default 20, for one of the N subjects), make M calls
 //!   and leave; then wait until every token has expired and check that RSS (once
 //!   glibc has returned its free pages) and the allocator's bytes in use are within
-//!   10 % of the baseline taken after warm-up and that the signer cache, key pool and
-//!   proxy store are bounded (exit status 1 if not); with `--proxy` the domain's
+//!   10 % of the baseline taken after warm-up (the users already arriving) and that
+//!   the signer cache, key pool and proxy store are bounded (exit status 1 if not;
+//!   the figures need glibc 2.33 or later); with `--proxy` the domain's
 //!   access tokens live `--token-ttl` too, and the proxy refreshes one expiring
 //!   within 60 s, so give the proxy soak `--token-ttl 120` or more;
 //! - `--faults`: run the fault schedule (`faults.rs`) alongside the load

@@ -85,8 +85,10 @@ pub fn held_rss_kib() -> u64 {
 pub fn heap_in_use_kib() -> u64 {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        // SAFETY: mallinfo2 takes no arguments, returns a plain struct by value and
-        // only reads the allocator's statistics under its arena locks (MT-Safe).
+        // SAFETY: mallinfo2 (glibc 2.33 and later) takes no arguments and returns a
+        // plain struct by value; it walks the arenas under their locks. glibc marks
+        // it MT-Unsafe only in that it may initialise the allocator (`init`), which
+        // has happened long before this call; no memory-safety precondition.
         #[allow(unsafe_code, reason = "glibc's statistics have no safe binding")]
         let info = unsafe { libc::mallinfo2() };
         u64::try_from(info.uordblks.saturating_add(info.hblkhd) / 1024).unwrap_or(u64::MAX)

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::StatusCode;
@@ -27,9 +28,8 @@ const DEFAULT_REFETCH_INTERVAL: Duration = Duration::from_secs(60);
 const DEFAULT_MAX_KEY_AGE: Duration = Duration::from_secs(24 * 3600);
 /// Default lifetime of a remembered positive validation.
 const DEFAULT_VALIDATION_TTL: Duration = Duration::from_secs(60);
-/// Longest lifetime of a remembered validation the builder accepts: keys are
-/// refreshed hourly, so a key the domain withdrew is dropped within the hour; a
-/// validation made with it is not remembered longer.
+/// Longest lifetime of a remembered validation the builder accepts (a remembered
+/// validation also ends when the keys are next replaced, at least hourly).
 const MAX_VALIDATION_TTL: Duration = Duration::from_secs(3600);
 
 /// Why a request is refused.
@@ -90,7 +90,37 @@ pub(super) struct Inner {
     clock: Arc<dyn Clock>,
     keys: Arc<KeyCache>,
     /// Positive validations remembered (the proxy's own tokens: the proxy's).
-    validations: Validations,
+    validations: Validations<Remembered>,
+    counters: Counters,
+}
+
+/// What a [`BearerAuth`] has validated since it was built (clones share it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BearerAuthStats {
+    /// Tokens accepted after the full check (signature, claims).
+    pub checked: u64,
+    /// Tokens accepted from a remembered validation
+    /// ([`BearerAuthBuilder::validation_cache_ttl`]).
+    pub remembered: u64,
+    /// Tokens refused, or not checked because the keys were unavailable.
+    pub refused: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    checked: AtomicU64,
+    remembered: AtomicU64,
+    refused: AtomicU64,
+}
+
+/// A remembered validation: what it gave, and the key it was checked with.
+#[derive(Clone)]
+struct Remembered {
+    access: AccessToken,
+    kid: Option<String>,
+    /// The keys' generation when it was checked.
+    generation: u64,
 }
 
 /// Validates bearer tokens issued by an OCI IAM identity domain, as the MCP
@@ -110,8 +140,10 @@ pub(super) struct Inner {
 ///   a `crit` header is refused.
 ///
 /// A positive validation is remembered for a short while (default 60 s, never past
-/// the token's `exp` plus the leeway), keyed by the SHA-256 of the whole token: a
-/// warm call with the same token skips the signature check and the parse. See
+/// the token's `exp`), keyed by the SHA-256 of the whole token: a
+/// warm call with the same token skips the signature check and the parse, but not
+/// the keys' state: it stands only while the keys it was checked with are still
+/// the ones in hand, still name its `kid` and are still trusted. See
 /// [`BearerAuthBuilder::validation_cache_ttl`].
 ///
 /// Refusals: 401 with `WWW-Authenticate: Bearer resource_metadata="..."` (plus
@@ -234,10 +266,13 @@ impl BearerAuthBuilder {
 
     /// How long a positive validation is remembered (default 60 s, at most 1 h; zero
     /// turns it off). The same token is then accepted without a new signature
-    /// check until the earlier of this and its `exp` plus the leeway. Tokens are
-    /// JWTs, checked offline: what could end a token's validity sooner is the domain
-    /// withdrawing its signing key, which keys refreshed hourly learn of within
-    /// the hour anyway.
+    /// check until the earlier of this and its `exp` (within the leeway after it, it
+    /// is checked each time), and only while
+    /// the keys it was checked with stand: a fetch of the domain's keys (hourly, or
+    /// for an unknown `kid`) makes it checked again, so a withdrawn key is dropped as
+    /// soon as it would be without the cache; keys past the maximum age are not
+    /// trusted for it either. Tokens are JWTs, checked offline: nothing else ends
+    /// one sooner. Entries weigh at most 32 MiB in all.
     #[must_use]
     pub fn validation_cache_ttl(mut self, ttl: Duration) -> Self {
         self.validation_ttl = Some(ttl);
@@ -324,6 +359,7 @@ impl BearerAuthBuilder {
                 clock,
                 keys,
                 validations: Validations::new(validation_ttl),
+                counters: Counters::default(),
             }),
         })
     }
@@ -346,6 +382,19 @@ impl BearerAuth {
     #[must_use]
     pub fn resource_metadata_url(&self) -> &str {
         &self.inner.resource_metadata_url
+    }
+
+    /// What this validator (and its clones) has accepted and refused. In proxy
+    /// mode ([`OAuthProxy::bearer_auth`](crate::OAuthProxy::bearer_auth)) the
+    /// proxy's own tokens are not counted here.
+    #[must_use]
+    pub fn stats(&self) -> BearerAuthStats {
+        let c = &self.inner.counters;
+        BearerAuthStats {
+            checked: c.checked.load(Ordering::Relaxed),
+            remembered: c.remembered.load(Ordering::Relaxed),
+            refused: c.refused.load(Ordering::Relaxed),
+        }
     }
 
     /// Validates a bearer token (without the `Bearer ` prefix).
@@ -403,32 +452,54 @@ impl BearerAuth {
                 keys: Arc::clone(&v.keys),
                 // The proxy remembers its own validations.
                 validations: Validations::new(Duration::ZERO),
+                counters: Counters::default(),
             }),
         }
     }
 
     pub(super) async fn check(&self, token: &str) -> std::result::Result<AccessToken, Rejection> {
-        let inner = &self.inner;
         #[cfg(feature = "oauth-proxy")]
-        if let Some(proxy) = &inner.proxy {
+        if let Some(proxy) = &self.inner.proxy {
             return crate::proxy::check(proxy, token).await;
         }
-        if let Some(access) = inner.validations.get(token, inner.clock.now()).await {
-            return Ok(access);
+        let counters = &self.inner.counters;
+        let checked = self.check_domain_token(token).await;
+        let counter = match &checked {
+            Ok((_, true)) => &counters.remembered,
+            Ok((_, false)) => &counters.checked,
+            Err(_) => &counters.refused,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        checked.map(|(access, _)| access)
+    }
+
+    /// [`BearerAuth::check`] of a domain token; `true` with a remembered validation.
+    async fn check_domain_token(
+        &self,
+        token: &str,
+    ) -> std::result::Result<(AccessToken, bool), Rejection> {
+        let inner = &self.inner;
+        // Read before the checks (the entry made below counts in this epoch).
+        let epoch = inner.validations.epoch();
+        if let Some(hit) = inner.validations.get(token, inner.clock.now()).await
+            && inner.keys.still_trusts(hit.kid.as_deref(), hit.generation)
+        {
+            return Ok((hit.access, true));
         }
         let header = jwt::header(token)
             .ok_or_else(|| Rejection::invalid("the token is not an RS256 JWT"))?;
         if header.alg != jsonwebtoken::Algorithm::RS256 || header.crit.is_some() {
             return Err(Rejection::invalid("the token is not an RS256 JWT"));
         }
-        let (key, issuer) = inner
-            .keys
-            .key_for(header.kid.as_deref())
-            .await
-            .map_err(|miss| match miss {
-                Miss::Unknown => Rejection::invalid("the token's signing key is unknown"),
-                Miss::Unavailable => Rejection::unavailable(),
-            })?;
+        let (key, issuer, generation) =
+            inner
+                .keys
+                .key_for(header.kid.as_deref())
+                .await
+                .map_err(|miss| match miss {
+                    Miss::Unknown => Rejection::invalid("the token's signing key is unknown"),
+                    Miss::Unavailable => Rejection::unavailable(),
+                })?;
         let claims = jwt::verify(token, &key, Some(&issuer), inner.audience.as_deref())
             .map_err(|refusal| Rejection::invalid(refusal.describe()))?;
         let now = inner.clock.now();
@@ -461,19 +532,24 @@ impl BearerAuth {
             claims: Arc::new(claims),
             scopes,
         };
-        // Remembered until the earlier of the TTL and the moment the checks above
-        // would refuse it as expired.
-        let until = exp.checked_add(inner.leeway).map(|end| {
-            now.checked_add(inner.validations.ttl())
-                .map_or(end, |ttl_end| ttl_end.min(end))
-        });
-        if let Some(until) = until
-            && now < until
-        {
-            let epoch = inner.validations.epoch();
-            inner.validations.insert(token, epoch, until, &access).await;
+        // Remembered until the earlier of the TTL and the token's `exp`: the leeway
+        // past it is the checks' (a token that late is checked each time), so
+        // nothing is remembered of a token past its expiry.
+        let until = now
+            .checked_add(inner.validations.ttl())
+            .map_or(exp, |ttl_end| ttl_end.min(exp));
+        if now < until {
+            let remembered = Remembered {
+                access: access.clone(),
+                kid: header.kid,
+                generation,
+            };
+            inner
+                .validations
+                .insert(token, epoch, now, until, remembered)
+                .await;
         }
-        Ok(access)
+        Ok((access, false))
     }
 }
 

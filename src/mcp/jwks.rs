@@ -57,6 +57,9 @@ struct Keys {
     attempted_at: Option<SystemTime>,
     /// A fetch task is running.
     fetching: bool,
+    /// Bumped by every successful fetch: a validation remembered with the keys of
+    /// an older generation is checked again (its key may have been withdrawn).
+    generation: u64,
 }
 
 /// The cached keys of one identity domain.
@@ -88,14 +91,14 @@ impl KeyCache {
         self.keys.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The key for `kid` (without a kid, only an unambiguous single key) and the
-    /// issuer. Known keys are answered at once (stale ones refreshed in the
+    /// The key for `kid` (without a kid, only an unambiguous single key), the
+    /// issuer and the keys' generation. Known keys are answered at once (stale ones refreshed in the
     /// background); an unknown kid waits for a fetch, at most one per refetch
     /// interval.
     pub(super) async fn key_for(
         self: &Arc<Self>,
         kid: Option<&str>,
-    ) -> std::result::Result<(DecodingKey, String), Miss> {
+    ) -> std::result::Result<(DecodingKey, String, u64), Miss> {
         let mut fetched = {
             let mut keys = self.lock();
             let now = self.settings.clock.now();
@@ -146,6 +149,31 @@ impl KeyCache {
         }
     }
 
+    /// Whether a validation made with `kid`'s key in `generation` still stands: no
+    /// fetch has replaced the keys since, `kid` still names a key, and the keys
+    /// are trusted (younger than the maximum age). Starts the hourly refresh when
+    /// it is due, as [`KeyCache::key_for`] does. No signature work.
+    pub(super) fn still_trusts(self: &Arc<Self>, kid: Option<&str>, generation: u64) -> bool {
+        let mut keys = self.lock();
+        let now = self.settings.clock.now();
+        let stands = keys.generation == generation
+            && self.trusted(&keys, now)
+            && key_of(&keys, kid).is_some()
+            && keys.issuer.is_some();
+        let due = keys
+            .fetched_at
+            .and_then(|at| now.duration_since(at).ok())
+            .is_some_and(|age| age >= REFRESH_AFTER);
+        let start = (stands && due)
+            .then(|| self.start_fetch(&mut keys, now))
+            .flatten();
+        drop(keys);
+        if let Some(fetch) = start {
+            fetch.spawn(now);
+        }
+        stands
+    }
+
     /// Whether the keys in hand are younger than the maximum age.
     fn trusted(&self, keys: &Keys, now: SystemTime) -> bool {
         // A clock that moved back before the fetch does not extend the keys' trust.
@@ -192,6 +220,7 @@ impl KeyCache {
                 keys.issuer = Some(issuer);
                 keys.by_kid = by_kid;
                 keys.fetched_at = Some(attempted_at);
+                keys.generation = keys.generation.wrapping_add(1);
             }
             Err(error) => {
                 tracing::warn!(domain, latency_ms, error = %error, "jwks fetch failed");
@@ -312,13 +341,17 @@ impl Drop for FetchDone {
 }
 
 /// The key for `kid` (without a kid, only an unambiguous single key) and the issuer.
-fn lookup(keys: &Keys, kid: Option<&str>) -> Option<(DecodingKey, String)> {
-    let key = match kid {
+fn lookup(keys: &Keys, kid: Option<&str>) -> Option<(DecodingKey, String, u64)> {
+    let key = key_of(keys, kid)?;
+    Some((key.clone(), keys.issuer.clone()?, keys.generation))
+}
+
+fn key_of<'k>(keys: &'k Keys, kid: Option<&str>) -> Option<&'k DecodingKey> {
+    match kid {
         Some(kid) => keys.by_kid.get(kid),
         None if keys.by_kid.len() == 1 => keys.by_kid.values().next(),
         None => None,
-    }?;
-    Some((key.clone(), keys.issuer.clone()?))
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ mod token;
 mod tool;
 mod validations;
 
-pub use bearer::{BearerAuth, BearerAuthBuilder};
+pub use bearer::{BearerAuth, BearerAuthBuilder, BearerAuthStats};
 #[cfg(feature = "oauth-proxy")]
 pub(crate) use bearer::{Rejection, scopes_of};
 pub use layer::{BearerAuthLayer, BearerAuthService};

@@ -63,7 +63,7 @@ pub(crate) struct Inner {
     /// The parsed upstream token of each set, by set id, with the token it is of.
     parsed: moka::future::Cache<String, Arc<(String, AccessToken)>>,
     /// Positive bearer validations remembered for a short while.
-    validations: crate::mcp::Validations,
+    validations: crate::mcp::Validations<AccessToken>,
     /// The consent page's `form-action` sources.
     form_action: String,
     /// Registrations allowed now (a token bucket, this process).
@@ -446,6 +446,9 @@ impl OAuthProxyBuilder {
             .allow_any_audience()
             .clock(Arc::clone(&clock))
             .http_client(http.clone())
+            // Each upstream token is validated once, when it arrives: nothing to
+            // remember (the proxy remembers the validations of its own tokens).
+            .validation_cache_ttl(Duration::ZERO)
             .build()?;
         let store = self
             .store

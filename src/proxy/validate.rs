@@ -90,7 +90,10 @@ pub(crate) async fn check(inner: &Arc<Inner>, token: &str) -> Result<AccessToken
                 .saturating_sub(REFRESH_MARGIN.as_secs()),
         ));
     if now < until {
-        inner.validations.insert(token, epoch, until, &access).await;
+        inner
+            .validations
+            .insert(token, epoch, now, until, access.clone())
+            .await;
     }
     Ok(access)
 }
