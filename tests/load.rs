@@ -13,63 +13,18 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 
-/// Most bytes kept of each of the driver's outputs (a soak's records are a few
-/// MiB); the rest is read and dropped, so the driver never blocks on a full pipe.
-const MAX_OUTPUT: u64 = 64 << 20;
-
-/// Reads `pipe` to its end in a thread while the driver runs: the first
-/// [`MAX_OUTPUT`] bytes are kept, the rest drained.
-fn read_while_running(
-    mut pipe: impl std::io::Read + Send + 'static,
-) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        use std::io::Read as _;
-        let mut kept = Vec::new();
-        let _ = (&mut pipe).take(MAX_OUTPUT).read_to_end(&mut kept);
-        let _ = std::io::copy(&mut pipe, &mut std::io::sink());
-        String::from_utf8_lossy(&kept).into_owned()
-    })
-}
-
 /// Runs the driver with `args` (plus `--json`), bounded in time; returns its exit
-/// code and report. Its output is read while it runs (a report with records is
-/// more than a pipe's buffer: unread, the driver would block on its stdout).
+/// code and report.
 fn drive(args: &[&str], limit: Duration) -> (i32, Value) {
-    let mut child = Command::new(common::example("load"))
-        .args(args)
-        .arg("--json")
-        .env("RUST_LOG", "error")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the driver starts");
-    let stdout = read_while_running(child.stdout.take().unwrap());
-    let stderr = read_while_running(child.stderr.take().unwrap());
-    #[allow(clippy::disallowed_methods, reason = "a test's own deadline")]
-    let started = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the driver ran longer than {limit:?}: {args:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    // The driver has exited: its pipes are closed, the readers end.
-    let stdout = stdout.join().unwrap();
-    let stderr = stderr.join().unwrap();
+    let args: Vec<&str> = args.iter().copied().chain(["--json"]).collect();
+    let (code, stdout, stderr) = common::run_example("load", &args, limit);
     let report: Value = serde_json::from_str(&stdout)
         .unwrap_or_else(|e| panic!("no JSON report ({e}): {stdout}\nstderr: {stderr}"));
-    (status.code().unwrap_or(-1), report)
+    (code, report)
 }
 
 /// Zero errors, no hung call, no identity mismatch, `calls` calls answered.

@@ -21,51 +21,22 @@ mod common;
 mod fault_checks;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 
 /// Runs the driver with `args` (plus `--json --records`), bounded in time; returns
-/// its exit code, report and stderr. Its output is read while it runs (the records
-/// fill more than a pipe's buffer: unread, the driver would block on its stdout).
-#[allow(clippy::disallowed_methods)] // bounding a child process in real time
+/// its exit code, report and stderr.
 fn drive(args: &[&str], limit: Duration) -> (i32, Value, String) {
-    let mut child = Command::new(common::example("load"))
-        .args(args)
-        .args(["--json", "--records"])
-        .env("RUST_LOG", "error")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the driver starts");
-    let read = |mut pipe: Box<dyn std::io::Read + Send>| {
-        std::thread::spawn(move || {
-            let mut out = Vec::new();
-            let _ = pipe.read_to_end(&mut out);
-            String::from_utf8_lossy(&out).into_owned()
-        })
-    };
-    let stdout = read(Box::new(child.stdout.take().unwrap()));
-    let stderr = read(Box::new(child.stderr.take().unwrap()));
-    let started = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the driver ran longer than {limit:?}: {args:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let stdout = stdout.join().unwrap();
-    let stderr = stderr.join().unwrap();
+    let args: Vec<&str> = args
+        .iter()
+        .copied()
+        .chain(["--json", "--records"])
+        .collect();
+    let (code, stdout, stderr) = common::run_example("load", &args, limit);
     let report: Value = serde_json::from_str(&stdout)
         .unwrap_or_else(|e| panic!("no JSON report ({e}): {stdout}\nstderr: {stderr}"));
-    (status.code().unwrap_or(-1), report, stderr)
+    (code, report, stderr)
 }
 
 fn num(v: &Value) -> f64 {

@@ -9,8 +9,9 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -163,4 +164,56 @@ pub fn assert_no_secret_in(text: &str, secret: &str) {
             .filter(|p| p.len() >= 8)
             .any(|part| text.contains(part));
     assert!(!leaked, "a secret (or part of one) in:\n{text}");
+}
+
+/// Most bytes kept of each of a run's outputs (a soak's records are a few MiB);
+/// the rest is read and dropped, so the child never blocks on a full pipe.
+const MAX_OUTPUT: u64 = 64 << 20;
+
+/// Reads `pipe` to its end in a thread while the child runs: the first
+/// [`MAX_OUTPUT`] bytes are kept, the rest drained.
+fn read_while_running(
+    mut pipe: impl std::io::Read + Send + 'static,
+) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        use std::io::Read as _;
+        let mut kept = Vec::new();
+        let _ = (&mut pipe).take(MAX_OUTPUT).read_to_end(&mut kept);
+        let _ = std::io::copy(&mut pipe, &mut std::io::sink());
+        String::from_utf8_lossy(&kept).into_owned()
+    })
+}
+
+/// Runs example `name` with `args` (and `RUST_LOG=error`), killed and failing the
+/// test after `limit`; returns its exit code, stdout and stderr. Its outputs are
+/// read while it runs (a report with records is more than a pipe's buffer: unread,
+/// the child would block on it).
+pub fn run_example(name: &str, args: &[&str], limit: Duration) -> (i32, String, String) {
+    let mut child = Command::new(example(name))
+        .args(args)
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the example starts");
+    let stdout = read_while_running(child.stdout.take().unwrap());
+    let stderr = read_while_running(child.stderr.take().unwrap());
+    #[allow(clippy::disallowed_methods, reason = "a test's own deadline")]
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{name} ran longer than {limit:?}: {args:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // The child has exited: its pipes are closed, the readers end.
+    let stdout = stdout.join().unwrap();
+    let stderr = stderr.join().unwrap();
+    (status.code().unwrap_or(-1), stdout, stderr)
 }
