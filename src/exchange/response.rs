@@ -11,12 +11,12 @@ use crate::secret::SecretString;
 
 /// Largest response body read from the token endpoint.
 const MAX_RESPONSE_BYTES: usize = 256 * 1024;
-/// Longest `error_description` kept in an error.
-const MAX_DESCRIPTION_CHARS: usize = 300;
-/// Longest `error` kept in an error.
-const MAX_ERROR_CHARS: usize = 64;
-/// Longest `opc-request-id` kept.
-const MAX_REQUEST_ID_CHARS: usize = 100;
+/// Most bytes of `error_description` kept in an error (whole characters).
+const MAX_DESCRIPTION_BYTES: usize = 300;
+/// Most bytes of `error` kept in an error.
+const MAX_ERROR_BYTES: usize = 64;
+/// Most bytes of `opc-request-id` kept.
+const MAX_REQUEST_ID_BYTES: usize = 100;
 /// What a scrubbed secret reads as.
 const REDACTED: &str = "[redacted]";
 /// Dot-separated parts of a secret (a JWT's header, payload and signature) shorter
@@ -56,7 +56,7 @@ pub(super) async fn read(
     let mut details = HttpDetails {
         status: Some(status.as_u16()),
         opc_request_id: header("opc-request-id")
-            .map(|id| truncate(&scrub(&id, secrets), MAX_REQUEST_ID_CHARS)),
+            .map(|id| truncate(&scrub(&id, secrets), MAX_REQUEST_ID_BYTES)),
         retry_after: header("retry-after").and_then(|v| parse_retry_after(&v, now)),
         ..HttpDetails::default()
     };
@@ -103,9 +103,9 @@ pub(super) async fn read(
                 .and_then(|v| v.as_str())
                 .map(|s| scrub(s, secrets))
         };
-        details.oauth_error = field("error").map(|e| truncate(&e, MAX_ERROR_CHARS));
+        details.oauth_error = field("error").map(|e| truncate(&e, MAX_ERROR_BYTES));
         details.oauth_error_description =
-            field("error_description").map(|d| truncate(&d, MAX_DESCRIPTION_CHARS));
+            field("error_description").map(|d| truncate(&d, MAX_DESCRIPTION_BYTES));
     }
     Err(Error::new(
         ErrorKind::ExchangeRejected,
@@ -155,8 +155,15 @@ fn scrub(text: &str, secrets: &[&str]) -> String {
         .collect()
 }
 
-fn truncate(text: &str, max_chars: usize) -> String {
-    text.chars().take(max_chars).collect()
+/// The longest prefix of `text` of at most `max_bytes` bytes that ends on a
+/// character boundary: an error's size is bounded in bytes whatever the script (300
+/// characters of a 4-byte script were 1.2 KB, more in `Debug`'s escapes).
+fn truncate(text: &str, max_bytes: usize) -> String {
+    let mut end = max_bytes.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.get(..end).unwrap_or_default().to_owned()
 }
 
 /// A `Retry-After` value: delay seconds or an HTTP-date (relative to `now`).
