@@ -11,6 +11,8 @@
 
 mod common;
 
+use common::store::{Act, Around, Call, Hooked};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -93,8 +95,8 @@ async fn env_with(options: Options) -> Env {
         .unwrap();
     let store = MemoryStore::with_clock(clock.clone())
         .with_limits(options.store_entries, MemoryStore::DEFAULT_MAX_BYTES);
-    let proxy_store = Arc::new(Counting::new(if options.slow_locks {
-        Arc::new(SlowLocks(store.clone()))
+    let proxy_store = Arc::new(Counting::counting(if options.slow_locks {
+        Arc::new(Hooked::new(Arc::new(store.clone()), SlowLocks))
     } else {
         Arc::new(store.clone())
     }));
@@ -1488,68 +1490,27 @@ async fn huge_upstream_lifetimes_do_not_overflow() {
 }
 
 /// A store that counts the reads (`get`, `take`) made through it.
-#[derive(Debug)]
-struct Counting {
-    inner: Arc<dyn oci_token_exchange::Store>,
-    reads: std::sync::atomic::AtomicUsize,
+type Counting = Hooked<CountReads>;
+
+#[derive(Debug, Default)]
+struct CountReads(std::sync::atomic::AtomicUsize);
+
+impl Around for CountReads {
+    fn before(&self, call: Call, _: &str, _: &str) -> Option<Act> {
+        if matches!(call, Call::Get | Call::Take) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        None
+    }
 }
 
-impl Counting {
-    fn new(inner: Arc<dyn oci_token_exchange::Store>) -> Self {
-        Self {
-            inner,
-            reads: std::sync::atomic::AtomicUsize::new(0),
-        }
+impl Hooked<CountReads> {
+    fn counting(inner: Arc<dyn oci_token_exchange::Store>) -> Self {
+        Hooked::new(inner, CountReads::default())
     }
 
     fn reads(&self) -> usize {
-        self.reads.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
-impl oci_token_exchange::Store for Counting {
-    fn get(&self, c: &str, k: &str) -> oci_token_exchange::StoreFuture<'_, Option<Vec<u8>>> {
-        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.inner.get(c, k)
-    }
-    fn put(
-        &self,
-        c: &str,
-        k: &str,
-        v: Vec<u8>,
-        ttl: Duration,
-    ) -> oci_token_exchange::StoreFuture<'_, ()> {
-        self.inner.put(c, k, v, ttl)
-    }
-    fn take(&self, c: &str, k: &str) -> oci_token_exchange::StoreFuture<'_, Option<Vec<u8>>> {
-        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.inner.take(c, k)
-    }
-    fn delete(&self, c: &str, k: &str) -> oci_token_exchange::StoreFuture<'_, ()> {
-        self.inner.delete(c, k)
-    }
-    fn put_if_absent(
-        &self,
-        c: &str,
-        k: &str,
-        v: Vec<u8>,
-        ttl: Duration,
-    ) -> oci_token_exchange::StoreFuture<'_, bool> {
-        self.inner.put_if_absent(c, k, v, ttl)
-    }
-    fn delete_if_equal(
-        &self,
-        c: &str,
-        k: &str,
-        expected: &[u8],
-    ) -> oci_token_exchange::StoreFuture<'_, bool> {
-        self.inner.delete_if_equal(c, k, expected)
-    }
-    fn is_shared(&self) -> bool {
-        self.inner.is_shared()
-    }
-    fn encrypts_at_rest(&self) -> bool {
-        self.inner.encrypts_at_rest()
+        self.around().0.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -1679,50 +1640,12 @@ async fn a_token_revoked_on_another_replica_is_refused_after_the_ttl() {
 
 /// A store whose refresh-lock attempts take a second each.
 #[derive(Debug)]
-struct SlowLocks(MemoryStore);
+struct SlowLocks;
 
-impl oci_token_exchange::Store for SlowLocks {
-    fn get(&self, c: &str, k: &str) -> oci_token_exchange::StoreFuture<'_, Option<Vec<u8>>> {
-        self.0.get(c, k)
-    }
-    fn put(
-        &self,
-        c: &str,
-        k: &str,
-        v: Vec<u8>,
-        ttl: Duration,
-    ) -> oci_token_exchange::StoreFuture<'_, ()> {
-        self.0.put(c, k, v, ttl)
-    }
-    fn take(&self, c: &str, k: &str) -> oci_token_exchange::StoreFuture<'_, Option<Vec<u8>>> {
-        self.0.take(c, k)
-    }
-    fn delete(&self, c: &str, k: &str) -> oci_token_exchange::StoreFuture<'_, ()> {
-        self.0.delete(c, k)
-    }
-    fn put_if_absent(
-        &self,
-        c: &str,
-        k: &str,
-        v: Vec<u8>,
-        ttl: Duration,
-    ) -> oci_token_exchange::StoreFuture<'_, bool> {
-        let slow = c == "refresh_lock";
-        let inner = self.0.put_if_absent(c, k, v, ttl);
-        Box::pin(async move {
-            if slow {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            inner.await
-        })
-    }
-    fn delete_if_equal(
-        &self,
-        c: &str,
-        k: &str,
-        expected: &[u8],
-    ) -> oci_token_exchange::StoreFuture<'_, bool> {
-        self.0.delete_if_equal(c, k, expected)
+impl Around for SlowLocks {
+    fn before(&self, call: Call, collection: &str, _: &str) -> Option<Act> {
+        (call == Call::PutIfAbsent && collection == "refresh_lock")
+            .then(|| Box::pin(tokio::time::sleep(Duration::from_secs(1))) as Act)
     }
 }
 
@@ -1760,62 +1683,29 @@ async fn the_wait_for_a_refresh_lock_has_a_deadline() {
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
-/// A store whose next read of a token set, once armed, pauses after reading (so
-/// it answers with what it read before the pause) until released.
-#[derive(Debug)]
+/// Around a store: its next read of a token set, once armed, pauses after reading
+/// (so it answers with what it read before the pause) until released.
+#[derive(Debug, Default)]
 struct PausingSets {
-    inner: MemoryStore,
     armed: std::sync::atomic::AtomicBool,
     /// Signalled when the armed read has read and paused.
-    paused: tokio::sync::Notify,
+    paused: Arc<tokio::sync::Notify>,
     /// Ends the pause.
-    release: tokio::sync::Notify,
+    release: Arc<tokio::sync::Notify>,
 }
 
-impl oci_token_exchange::Store for PausingSets {
-    fn get(&self, c: &str, k: &str) -> oci_token_exchange::StoreFuture<'_, Option<Vec<u8>>> {
-        let pause = c == "set" && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst);
-        let read = self.inner.get(c, k);
-        Box::pin(async move {
-            let value = read.await;
-            if pause {
-                self.paused.notify_one();
-                self.release.notified().await;
-            }
-            value
+impl Around for PausingSets {
+    fn after(&self, call: Call, collection: &str, _: &str) -> Option<Act> {
+        let pause = call == Call::Get
+            && collection == "set"
+            && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst);
+        let (paused, release) = (Arc::clone(&self.paused), Arc::clone(&self.release));
+        pause.then(|| {
+            Box::pin(async move {
+                paused.notify_one();
+                release.notified().await;
+            }) as Act
         })
-    }
-    fn put(
-        &self,
-        c: &str,
-        k: &str,
-        v: Vec<u8>,
-        ttl: Duration,
-    ) -> oci_token_exchange::StoreFuture<'_, ()> {
-        self.inner.put(c, k, v, ttl)
-    }
-    fn take(&self, c: &str, k: &str) -> oci_token_exchange::StoreFuture<'_, Option<Vec<u8>>> {
-        self.inner.take(c, k)
-    }
-    fn delete(&self, c: &str, k: &str) -> oci_token_exchange::StoreFuture<'_, ()> {
-        self.inner.delete(c, k)
-    }
-    fn put_if_absent(
-        &self,
-        c: &str,
-        k: &str,
-        v: Vec<u8>,
-        ttl: Duration,
-    ) -> oci_token_exchange::StoreFuture<'_, bool> {
-        self.inner.put_if_absent(c, k, v, ttl)
-    }
-    fn delete_if_equal(
-        &self,
-        c: &str,
-        k: &str,
-        expected: &[u8],
-    ) -> oci_token_exchange::StoreFuture<'_, bool> {
-        self.inner.delete_if_equal(c, k, expected)
     }
 }
 
@@ -1832,19 +1722,17 @@ async fn a_validation_racing_a_revocation_is_not_remembered() {
     })
     .await;
     // Replica B: the same issuer and store, reads of token sets pausable.
-    let pausing = Arc::new(PausingSets {
-        inner: env.store.clone(),
-        armed: std::sync::atomic::AtomicBool::new(false),
-        paused: tokio::sync::Notify::new(),
-        release: tokio::sync::Notify::new(),
-    });
+    let pausing = Arc::new(Hooked::new(
+        Arc::new(env.store.clone()),
+        PausingSets::default(),
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let b = format!("http://{}", listener.local_addr().unwrap());
     let _replica = serve_replica(
         listener,
         &env.base,
         &env.emu,
-        &Arc::new(Counting::new(pausing.clone())),
+        &Arc::new(Counting::counting(pausing.clone())),
         &env.clock,
         true,
         Some(ttl),
@@ -1866,10 +1754,11 @@ async fn a_validation_racing_a_revocation_is_not_remembered() {
 
     // A cold call on B: it reads the login, then pauses.
     pausing
+        .around()
         .armed
         .store(true, std::sync::atomic::Ordering::SeqCst);
     let cold = tokio::spawn(call_b(env.http.clone(), access.clone(), b.clone()));
-    tokio::time::timeout(Duration::from_secs(10), pausing.paused.notified())
+    tokio::time::timeout(Duration::from_secs(10), pausing.around().paused.notified())
         .await
         .expect("the cold call reads the login");
     // The login ends on B meanwhile.
@@ -1884,7 +1773,7 @@ async fn a_validation_racing_a_revocation_is_not_remembered() {
     .expect("the revocation does not wait for the paused call")
     .unwrap();
     assert_eq!(revoked.status(), StatusCode::OK);
-    pausing.release.notify_one();
+    pausing.around().release.notify_one();
     let first = tokio::time::timeout(Duration::from_secs(10), cold)
         .await
         .expect("the paused call ends once released")

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::redis::RedisServer;
+use common::store::{Act, Around, Call, Hooked};
 use oci_token_exchange::{EncryptedStore, ErrorKind, Fernet, FernetKey, RedisStore, Store};
 
 const TTL: Duration = Duration::from_secs(60);
@@ -670,56 +671,29 @@ async fn garbage_and_misplaced_values_are_misses() {
     );
 }
 
-/// A Redis store on which another replica re-takes a lock right after each `get`.
+/// Around a Redis store: another replica re-takes a lock right after a `get`.
 #[derive(Debug)]
 struct Racy {
-    inner: RedisStore,
+    redis: Arc<dyn Store>,
     replacement: std::sync::Mutex<Option<Vec<u8>>>,
 }
 
-impl Store for Racy {
-    fn get(&self, c: &str, k: &str) -> oci_token_exchange::StoreFuture<'_, Option<Vec<u8>>> {
-        let (c, k) = (c.to_owned(), k.to_owned());
-        Box::pin(async move {
-            let value = self.inner.get(&c, &k).await?;
-            let replacement = self.replacement.lock().unwrap().take();
-            if let Some(r) = replacement {
-                self.inner.put(&c, &k, r, TTL).await?;
-            }
-            Ok(value)
-        })
-    }
-    fn put(
-        &self,
-        c: &str,
-        k: &str,
-        v: Vec<u8>,
-        ttl: Duration,
-    ) -> oci_token_exchange::StoreFuture<'_, ()> {
-        self.inner.put(c, k, v, ttl)
-    }
-    fn take(&self, c: &str, k: &str) -> oci_token_exchange::StoreFuture<'_, Option<Vec<u8>>> {
-        self.inner.take(c, k)
-    }
-    fn delete(&self, c: &str, k: &str) -> oci_token_exchange::StoreFuture<'_, ()> {
-        self.inner.delete(c, k)
-    }
-    fn put_if_absent(
-        &self,
-        c: &str,
-        k: &str,
-        v: Vec<u8>,
-        ttl: Duration,
-    ) -> oci_token_exchange::StoreFuture<'_, bool> {
-        self.inner.put_if_absent(c, k, v, ttl)
-    }
-    fn delete_if_equal(
-        &self,
-        c: &str,
-        k: &str,
-        expected: &[u8],
-    ) -> oci_token_exchange::StoreFuture<'_, bool> {
-        self.inner.delete_if_equal(c, k, expected)
+impl Around for Racy {
+    fn after(&self, call: Call, collection: &str, key: &str) -> Option<Act> {
+        let replacement = (call == Call::Get)
+            .then(|| self.replacement.lock().unwrap().take())
+            .flatten()?;
+        let (redis, collection, key) = (
+            Arc::clone(&self.redis),
+            collection.to_owned(),
+            key.to_owned(),
+        );
+        Some(Box::pin(async move {
+            redis
+                .put(&collection, &key, replacement, TTL)
+                .await
+                .unwrap();
+        }))
     }
 }
 
@@ -749,11 +723,15 @@ async fn encrypted_compare_and_delete_spares_a_value_replaced_in_between() {
     let ours = raw(&mut conn).await.unwrap();
     assert_ne!(ours, theirs, "a fresh IV per token");
 
+    let redis: Arc<dyn Store> = Arc::new(RedisStore::connect(&server.url()).await.unwrap());
     let racy = EncryptedStore::new(
-        Racy {
-            inner: RedisStore::connect(&server.url()).await.unwrap(),
-            replacement: std::sync::Mutex::new(Some(theirs.clone())),
-        },
+        Hooked::new(
+            Arc::clone(&redis),
+            Racy {
+                redis,
+                replacement: std::sync::Mutex::new(Some(theirs.clone())),
+            },
+        ),
         Fernet::from_env_value(&keys).unwrap(),
     );
     // Read ours, compared equal, but theirs replaced it before the delete: the

@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 pub mod redis;
+pub mod store;
 
 /// Builds example `name` once per test binary, with this test's features (so cargo
 /// reuses the library it already built), and returns the executable's path.
