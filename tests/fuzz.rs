@@ -53,9 +53,12 @@
     clippy::print_stderr
 )]
 
+mod common;
+
+use common::domain::{AUDIENCE, Domain, START, bearer_auth, http_client};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
@@ -77,8 +80,6 @@ const HUGE: usize = 10 * 1024 * 1024;
 const CASE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Bound of one 10 MB input.
 const HUGE_TIMEOUT: Duration = Duration::from_secs(60);
-const START: u64 = 1_800_000_000;
-const AUDIENCE: &str = "https://mcp.example.com/";
 const REDIRECT: &str = "http://127.0.0.1:9/callback";
 
 // ---------------------------------------------------------------------------
@@ -1077,79 +1078,10 @@ fn a_long_header_name_present_twice_or_not_ascii_is_not_echoed_whole() {
 // A loopback identity domain whose documents each case sets
 // ---------------------------------------------------------------------------
 
-#[derive(Default)]
-struct Documents {
-    discovery: Option<(u16, String)>,
-    jwks: Option<(u16, String)>,
-}
-
-struct Domain {
-    url: String,
-    docs: Arc<Mutex<Documents>>,
-}
-
-impl Domain {
-    async fn start() -> Self {
-        let docs = Arc::new(Mutex::new(Documents::default()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let serve = |pick: fn(&Documents) -> Option<(u16, String)>| {
-            let docs = Arc::clone(&docs);
-            axum::routing::get(move || {
-                let answer = pick(&docs.lock().unwrap());
-                async move {
-                    let (status, body) = answer.unwrap_or((404, String::new()));
-                    (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body)
-                }
-            })
-        };
-        let app = axum::Router::new()
-            .route(
-                "/.well-known/openid-configuration",
-                serve(|d| d.discovery.clone()),
-            )
-            .route("/jwks", serve(|d| d.jwks.clone()));
-        tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        Self { url, docs }
-    }
-
-    fn set(&self, discovery: String, jwks: String) {
-        let mut docs = self.docs.lock().unwrap();
-        docs.discovery = Some((200, discovery));
-        docs.jwks = Some((200, jwks));
-    }
-
-    fn discovery(&self) -> Value {
-        json!({"issuer": self.url, "jwks_uri": format!("{}/jwks", self.url)})
-    }
-}
-
 fn jwk(kid: &str, key: &SigningKey) -> Value {
     let public = key.public_key();
     json!({"kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256",
            "n": public.jwk_n(), "e": public.jwk_e()})
-}
-
-fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
-
-fn bearer_auth(domain_url: &str, http: &reqwest::Client) -> BearerAuth {
-    BearerAuth::builder()
-        .domain_url(domain_url)
-        .resource("http://127.0.0.1:1/mcp")
-        .audience(AUDIENCE)
-        .clock(Arc::new(FixedClock::at_unix(START)))
-        .http_client(http.clone())
-        .build()
-        .unwrap()
 }
 
 const BEARER_KINDS: &[ErrorKind] = &[

@@ -13,13 +13,15 @@
     clippy::print_stderr
 )]
 
-use std::sync::{Arc, Mutex};
+mod common;
+
+use common::domain::{AUDIENCE, Domain, START, bearer_auth, http_client};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use http::StatusCode;
-use oci_token_exchange::{BearerAuth, ErrorKind, FixedClock, SigningKey};
+use oci_token_exchange::{ErrorKind, SigningKey};
 use serde_json::{Value, json};
 
 /// Resident set size in KiB (Linux), for the report.
@@ -36,9 +38,6 @@ fn rss_kib() -> u64 {
 }
 
 static SERIAL: Mutex<()> = Mutex::new(());
-
-const START: u64 = 1_800_000_000;
-const AUDIENCE: &str = "https://mcp.example.com/";
 
 fn key() -> SigningKey {
     let pem = std::fs::read_to_string(
@@ -68,69 +67,10 @@ fn signed(key: &SigningKey, kid: &str, issuer: &str) -> String {
     format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
 }
 
-/// A loopback identity domain serving a discovery document and a settable JWKS.
-struct Domain {
-    url: String,
-    jwks: Arc<Mutex<String>>,
-}
-
-impl Domain {
-    async fn start() -> Self {
-        let jwks = Arc::new(Mutex::new(String::new()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let discovery = json!({"issuer": url, "jwks_uri": format!("{url}/jwks")}).to_string();
-        let served = Arc::clone(&jwks);
-        let app = axum::Router::new()
-            .route(
-                "/.well-known/openid-configuration",
-                axum::routing::get(move || {
-                    let body = discovery.clone();
-                    async move { (StatusCode::OK, body) }
-                }),
-            )
-            .route(
-                "/jwks",
-                axum::routing::get(move || {
-                    let body = served.lock().unwrap().clone();
-                    async move { (StatusCode::OK, body) }
-                }),
-            );
-        tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        Self { url, jwks }
-    }
-
-    fn set(&self, jwks: String) {
-        *self.jwks.lock().unwrap() = jwks;
-    }
-}
-
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
-
-fn bearer_auth(domain_url: &str, http: &reqwest::Client) -> BearerAuth {
-    BearerAuth::builder()
-        .domain_url(domain_url)
-        .resource("http://127.0.0.1:1/mcp")
-        .audience(AUDIENCE)
-        .clock(Arc::new(FixedClock::at_unix(START)))
-        .http_client(http.clone())
         .build()
         .unwrap()
 }
@@ -189,7 +129,7 @@ fn measure(keys: usize, rounds: usize, per_round: usize) -> Vec<(usize, u64)> {
     let key = key();
     let http = http_client();
     let domain = rt.block_on(Domain::start());
-    domain.set(jwks_document(&key, keys, 0));
+    domain.set(domain.discovery().to_string(), jwks_document(&key, keys, 0));
     let token = signed(&key, "k1", &domain.url);
     // Warm up: connection pool, runtime, lazily built statics.
     cycles(&rt, &domain, &http, &token, 20);
@@ -249,7 +189,10 @@ fn keys_beyond_the_cap_are_ignored() {
     let http = http_client();
     let domain = rt.block_on(Domain::start());
     let validate = |k1_at: usize| {
-        domain.set(jwks_document(&key, 500, k1_at));
+        domain.set(
+            domain.discovery().to_string(),
+            jwks_document(&key, 500, k1_at),
+        );
         let auth = bearer_auth(&domain.url, &http);
         let token = signed(&key, "k1", &domain.url);
         rt.block_on(async move {

@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+#[cfg(feature = "mcp")]
+pub mod domain;
 pub mod redis;
 pub mod store;
 
