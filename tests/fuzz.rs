@@ -57,8 +57,8 @@ mod common;
 
 use common::domain::{AUDIENCE, Domain, START, bearer_auth, http_client};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;

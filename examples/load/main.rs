@@ -215,12 +215,14 @@ struct Shared {
 }
 
 impl Shared {
-    /// What the records of the calls hold so far, in KiB.
-    fn records_kib(&self) -> f64 {
+    /// What the records of the calls hold so far, in KiB: (written, allocated). RSS
+    /// counts the pages written, the allocator's bytes in use the whole allocation.
+    fn records_kib(&self) -> (f64, f64) {
         let records = self.records.lock().unwrap_or_else(PoisonError::into_inner);
+        let size = std::mem::size_of::<CallRecord>();
         #[allow(clippy::cast_precision_loss, reason = "KiB")]
-        let kib = (records.capacity() * std::mem::size_of::<CallRecord>()) as f64 / 1024.0;
-        kib
+        let kib = |n: usize| (n * size) as f64 / 1024.0;
+        (kib(records.len()), kib(records.capacity()))
     }
 
     fn record(&self, record: CallRecord) {
@@ -357,8 +359,8 @@ struct Soak {
     /// Its growth less the key pool's extra keys and the driver's records, in
     /// percent (RSS also counts pages the allocator has not returned).
     heap_growth_excluding_pool_pct: f64,
-    /// What the driver's records of the calls grew by after the baseline, KiB: set
-    /// apart from both growths (`rss_growth_excluding_pool_pct` too).
+    /// What the driver's records of the calls grew by after the baseline, KiB
+    /// allocated: set apart from both growths (from RSS's, what was written).
     records_growth_kib: f64,
     /// Keys waiting in the pool when the baseline was taken.
     key_pool_at_baseline: usize,
@@ -815,8 +817,9 @@ async fn run_soak(
     let pool_kib = pool.saturating_sub(pool_at_baseline) as f64 * KEY_KIB;
     // The driver keeps a record of every call (for the percentiles): what they grew
     // by is the driver's, set apart like the pool's keys.
-    let records_kib = shared.records_kib() - records_at_baseline;
-    let set_apart = pool_kib + records_kib;
+    let (written, allocated) = shared.records_kib();
+    let records_written = written - records_at_baseline.0;
+    let records_kib = allocated - records_at_baseline.1;
     Soak {
         seconds,
         visits,
@@ -825,10 +828,18 @@ async fn run_soak(
         baseline_rss_kib: baseline,
         final_rss_kib: final_rss,
         rss_growth_pct: growth_excluding(baseline, final_rss, 0.0),
-        rss_growth_excluding_pool_pct: growth_excluding(baseline, final_rss, set_apart),
+        rss_growth_excluding_pool_pct: growth_excluding(
+            baseline,
+            final_rss,
+            pool_kib + records_written,
+        ),
         baseline_heap_kib: baseline_heap,
         final_heap_kib: final_heap,
-        heap_growth_excluding_pool_pct: growth_excluding(baseline_heap, final_heap, set_apart),
+        heap_growth_excluding_pool_pct: growth_excluding(
+            baseline_heap,
+            final_heap,
+            pool_kib + records_kib,
+        ),
         records_growth_kib: (records_kib * 10.0).round() / 10.0,
         key_pool_at_baseline: pool_at_baseline,
         signer_cache_entries: entries,
