@@ -15,4 +15,5 @@ pub(crate) use bearer::{Rejection, scopes_of};
 pub use layer::{BearerAuthLayer, BearerAuthService};
 pub use token::{AccessToken, OptionalAccessToken, access_token};
 pub use tool::{ToolError, tool_error};
+#[cfg(feature = "oauth-proxy")]
 pub(crate) use validations::Validations;

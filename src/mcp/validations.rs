@@ -100,7 +100,8 @@ impl<T: Clone + Send + Sync + 'static> Validations<T> {
         self.epoch.load(Ordering::SeqCst)
     }
 
-    /// Forgets every remembered validation.
+    /// Forgets every remembered validation (the proxy, when a login ends).
+    #[cfg(feature = "oauth-proxy")]
     pub(crate) fn clear(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         if let Some(entries) = &self.entries {
