@@ -214,7 +214,7 @@ async fn run() -> Result<(), BoxError> {
     })?;
     tracing::info!(%resource, stateless, "mcp server listening");
     println!("listening on {resource}");
-    axum::serve(listener, server.app.into_make_service()).await?;
+    support::serve(listener, server.app).await?;
     Ok(())
 }
 

@@ -86,15 +86,25 @@ pub struct User {
 }
 
 /// Connects (MCP `initialize`) with `token` as the bearer token, within `bound`.
+///
+/// With `keep_alive` the user's requests share pooled connections. rmcp's default
+/// client opens a TCP connection for every request: it turns pooling off because a
+/// reused connection stalls on the peer's delayed ACK (about 40 ms) when the server
+/// writes its SSE events without `TCP_NODELAY`. The example server sets it.
 pub async fn connect(
     url: &str,
     token: String,
     index: usize,
     subject: String,
     bound: Duration,
+    keep_alive: bool,
 ) -> Result<User, Outcome> {
     let config = StreamableHttpClientTransportConfig::with_uri(url).auth_header(token);
-    let transport = StreamableHttpClientTransport::from_config(config);
+    let transport = if keep_alive {
+        StreamableHttpClientTransport::with_client(reqwest::Client::new(), config)
+    } else {
+        StreamableHttpClientTransport::from_config(config)
+    };
     match tokio::time::timeout(bound, ().serve(transport)).await {
         Err(_) => Err(Outcome::Timeout),
         Ok(Err(e)) => Err(Outcome::Connect(classify_init(&e.to_string()))),

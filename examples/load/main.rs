@@ -21,6 +21,12 @@
 //! - `-n, --users N` (default 64), `-m, --calls M` per user (default 30),
 //!   `-c, --concurrency C` users at a time (default 64);
 //! - `--stateless`: the server in rmcp's stateless mode with JSON responses;
+//! - `--keep-alive`: each user's client keeps its connections (a pooled `reqwest`
+//!   client); without it, rmcp's default client opens one per request;
+//! - `--rate R`: open loop: R calls/s in all, spread evenly over the users at a
+//!   time (each makes one every C/R s) instead of calling again as soon as
+//!   answered; a call that starts late, because the one before it ran long,
+//!   counts the delay in its latency (no coordinated omission);
 //! - `--proxy` (feature `oauth-proxy`): full logins through the server's OAuth proxy;
 //! - `--redis` (feature `redis`): start a `redis-server` (from `PATH` or
 //!   `OCX_REDIS_SERVER`) on a free port and keep the proxy's state and the shared
@@ -88,6 +94,8 @@ struct Args {
     calls: usize,
     concurrency: usize,
     stateless: bool,
+    keep_alive: bool,
+    rate: Option<f64>,
     proxy: bool,
     redis: bool,
     url: Option<String>,
@@ -104,8 +112,8 @@ struct Args {
     records: bool,
 }
 
-const USAGE: &str = "usage: load [-n USERS] [-m CALLS] [-c CONCURRENCY] [--stateless] [--proxy] \
-[--redis] [--url URL --token-file PATH] [--burst N --idle SECS] [--soak SECS] [--token-ttl SECS] \
+const USAGE: &str = "usage: load [-n USERS] [-m CALLS] [-c CONCURRENCY] [--stateless] [--keep-alive] \
+[--rate CALLS_PER_S] [--proxy] [--redis] [--url URL --token-file PATH] [--burst N --idle SECS] [--soak SECS] [--token-ttl SECS] \
 [--faults] [--fault-secs SECS] [--timeout SECS] [--json] [--records]";
 
 fn parse_args() -> Result<Args, String> {
@@ -114,6 +122,8 @@ fn parse_args() -> Result<Args, String> {
         calls: 30,
         concurrency: 64,
         stateless: false,
+        keep_alive: false,
+        rate: None,
         proxy: false,
         redis: false,
         url: None,
@@ -139,6 +149,8 @@ fn parse_args() -> Result<Args, String> {
             "-m" | "--calls" => args.calls = num(&arg, &value(&arg)?)?,
             "-c" | "--concurrency" => args.concurrency = num(&arg, &value(&arg)?)?,
             "--stateless" => args.stateless = true,
+            "--keep-alive" => args.keep_alive = true,
+            "--rate" => args.rate = Some(num(&arg, &value(&arg)?)?),
             "--proxy" => args.proxy = true,
             "--redis" => args.redis = true,
             "--url" => args.url = Some(value(&arg)?),
@@ -158,6 +170,14 @@ fn parse_args() -> Result<Args, String> {
     }
     if args.users == 0 || args.concurrency == 0 {
         return Err("--users and --concurrency must be at least 1".to_owned());
+    }
+    if let Some(rate) = args.rate {
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err("--rate must be a positive number of calls per second".to_owned());
+        }
+        if args.soak_s.is_some() || args.burst.is_some() {
+            return Err("--rate paces a plain load run, not a soak or a burst".to_owned());
+        }
     }
     if args.url.is_some() && (args.proxy || args.redis || args.faults || args.stateless) {
         return Err(
@@ -209,9 +229,44 @@ struct Shared {
     bound: Duration,
     /// The soak's short token lifetime (`None`: the emulator's default, an hour).
     token_ttl: Option<Duration>,
+    /// Pooled connections for each user's client (`--keep-alive`).
+    keep_alive: bool,
+    /// Open loop (`--rate`): each user's calls start this far apart, and the first
+    /// after `offset(user)`; `None`: each call as soon as the one before returns.
+    pace: Option<Pace>,
     start: Instant,
     records: Mutex<Vec<CallRecord>>,
     progress: ProgressBar,
+}
+
+/// An open-loop schedule: `rate` calls/s in all, from `concurrency` users at once.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    /// The time between one user's calls: `concurrency / rate`.
+    interval: Duration,
+    /// The time between the first calls of two consecutive users: `1 / rate`, so
+    /// that the users' calls interleave instead of arriving together.
+    stagger: Duration,
+    concurrency: usize,
+}
+
+impl Pace {
+    fn new(rate: f64, concurrency: usize) -> Self {
+        #[allow(clippy::cast_precision_loss, reason = "a user count")]
+        let interval = Duration::from_secs_f64(concurrency as f64 / rate);
+        Self {
+            interval,
+            stagger: Duration::from_secs_f64(1.0 / rate),
+            concurrency,
+        }
+    }
+
+    /// When `user`'s call `i` is due, counted from `origin`.
+    fn due(&self, origin: Instant, user: usize, i: usize) -> Instant {
+        let slot = u32::try_from(user % self.concurrency.max(1)).unwrap_or(0);
+        let i = u32::try_from(i).unwrap_or(u32::MAX);
+        origin + self.stagger * slot + self.interval * i
+    }
 }
 
 impl Shared {
@@ -288,7 +343,9 @@ impl Shared {
         let t0 = Instant::now();
         let subject = self.subjects.get(user).cloned().unwrap_or_default();
         let connected = match self.token(user).await {
-            Ok(token) => client::connect(&self.url, token, user, subject, self.bound).await,
+            Ok(token) => {
+                client::connect(&self.url, token, user, subject, self.bound, self.keep_alive).await
+            }
             Err(outcome) => Err(outcome),
         };
         self.record(CallRecord {
@@ -306,6 +363,7 @@ impl Shared {
             self.progress.inc(u64::try_from(calls).unwrap_or(0));
             return;
         };
+        let paced_from = Instant::now();
         for i in 0..calls {
             // In a soak users leave before their short-lived token expires (a real
             // client would refresh it; expiry mid-visit is not what is measured).
@@ -314,8 +372,19 @@ impl Shared {
                 break;
             }
             let tool = TOOLS.get(i % TOOLS.len()).copied().unwrap_or(Tool::Whoami);
-            let started = self.start.elapsed();
+            // Open loop: wait for the call's turn; a late start (the call before ran
+            // past it) is part of what this call's caller waited.
+            let late = match self.pace {
+                Some(pace) => {
+                    let due = pace.due(paced_from, user, i);
+                    tokio::time::sleep_until(due).await;
+                    Instant::now().saturating_duration_since(due)
+                }
+                None => Duration::ZERO,
+            };
+            let started = self.start.elapsed().saturating_sub(late);
             let (latency, outcome) = connected.call(tool, self.bound).await;
+            let latency = latency + late;
             self.record(CallRecord {
                 user,
                 tool: Some(tool),
@@ -563,6 +632,8 @@ async fn run(args: Args, runtimes: &setup::Runtimes) -> Result<Report, BoxError>
         subjects: subjects.clone(),
         bound,
         token_ttl: args.soak_s.map(|_| token_ttl),
+        keep_alive: args.keep_alive,
+        pace: args.rate.map(|rate| Pace::new(rate, args.concurrency)),
         start: Instant::now(),
         records: Mutex::new(Vec::new()),
         progress: progress.clone(),

@@ -149,7 +149,7 @@ pub async fn start(runtimes: &Runtimes, options: Options) -> Result<System, BoxE
     let signers = built.signers.clone();
     let app = built.app;
     let task = server_rt.spawn(async move {
-        if let Err(e) = axum::serve(listener, app.into_make_service()).await {
+        if let Err(e) = server::serve(listener, app).await {
             tracing::error!(error = %e, "the server stopped");
         }
     });
