@@ -9,6 +9,16 @@
 //!   POST answered with one `application/json` body instead of an SSE stream).
 //!   Skipped, with a printed reason, when the example does not honour the variable
 //!   (its initialize answer still carries an `Mcp-Session-Id`);
+//! - `mcp/oci_request_warm_pooled` and `mcp/oci_request_warm_stateless_pooled`: the
+//!   same two with the rmcp client on a pooled `reqwest` client. rmcp's default
+//!   client opens a TCP connection for every request (it turns pooling off because
+//!   of delayed-ACK stalls on servers without `TCP_NODELAY`; the example server sets
+//!   it), so the two ids above pay a connect and an accept per call;
+//! - `mcp/raw_oci_request_stateless` and `mcp/raw_whoami_stateless`: the stateless
+//!   server's side alone: one JSON-RPC `tools/call` POSTed with a plain pooled
+//!   `reqwest` client, no MCP client library. `whoami` makes no OCI call, so it is
+//!   the floor of the server's MCP layers (HTTP, rmcp, bearer check, signer lookup);
+//!   `oci_request` less `whoami` is the signed OCI call made from the server;
 //! - `mcp/direct_signed_request`: sign with a ready session and send;
 //! - `mcp/server_round_trip`: a GET of the example server's RFC 9728 metadata
 //!   (no token, no tool, no OCI call): the floor a tool call pays for its extra hop
@@ -143,6 +153,16 @@ async fn connect(url: &str, token: &str) -> Client {
         .unwrap()
 }
 
+async fn connect_pooled(url: &str, token: &str) -> Client {
+    let config = StreamableHttpClientTransportConfig::with_uri(url).auth_header(token.to_owned());
+    ().serve(StreamableHttpClientTransport::with_client(
+        reqwest::Client::new(),
+        config,
+    ))
+    .await
+    .unwrap()
+}
+
 fn benches(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -163,6 +183,8 @@ fn benches(c: &mut Criterion) {
     );
     let client = runtime.block_on(connect(&stateful.url, &token));
     let stateless_client = runtime.block_on(connect(&stateless.url, &token));
+    let pooled = runtime.block_on(connect_pooled(&stateful.url, &token));
+    let stateless_pooled = runtime.block_on(connect_pooled(&stateless.url, &token));
     let args = json!({"path": "/20160918/instances"})
         .as_object()
         .cloned()
@@ -178,6 +200,8 @@ fn benches(c: &mut Criterion) {
     };
     call(&client); // warm: the exchange happens here
     call(&stateless_client);
+    call(&pooled);
+    call(&stateless_pooled);
 
     let exchange = TokenExchange::builder()
         .domain_url(emulator.domain_url().as_str())
@@ -185,7 +209,7 @@ fn benches(c: &mut Criterion) {
         .build()
         .unwrap();
     let signer = TokenExchangeSigner::builder(exchange)
-        .subject_token(SecretString::new(token))
+        .subject_token(SecretString::new(token.clone()))
         .build()
         .unwrap();
     let http = reqwest::Client::new();
@@ -212,6 +236,29 @@ fn benches(c: &mut Criterion) {
         });
     };
     round_trip();
+    let raw = |name: &str, arguments: serde_json::Value| {
+        let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                          "params": {"name": name, "arguments": arguments}});
+        runtime.block_on(async {
+            let response = http
+                .post(&stateless.url)
+                .bearer_auth(&token)
+                .header("accept", "application/json, text/event-stream")
+                .header("mcp-protocol-version", "2025-06-18")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            let text = response.text().await.unwrap();
+            assert!(
+                status.is_success() && text.contains("\"result\""),
+                "{status} {text}"
+            );
+        });
+    };
+    raw("oci_request", json!({"path": "/20160918/instances"}));
+    raw("whoami", json!({}));
 
     let mut group = c.benchmark_group("mcp");
     group
@@ -221,8 +268,18 @@ fn benches(c: &mut Criterion) {
     group.bench_function("oci_request_warm_stateless", |b| {
         b.iter(|| call(&stateless_client));
     });
+    group.bench_function("oci_request_warm_pooled", |b| b.iter(|| call(&pooled)));
+    group.bench_function("oci_request_warm_stateless_pooled", |b| {
+        b.iter(|| call(&stateless_pooled));
+    });
     group.bench_function("direct_signed_request", |b| b.iter(direct));
     group.bench_function("server_round_trip", |b| b.iter(round_trip));
+    group.bench_function("raw_oci_request_stateless", |b| {
+        b.iter(|| raw("oci_request", json!({"path": "/20160918/instances"})));
+    });
+    group.bench_function("raw_whoami_stateless", |b| {
+        b.iter(|| raw("whoami", json!({})))
+    });
     group.finish();
     assert_eq!(
         emulator.exchanges_for("bench@example.com"),
