@@ -11,9 +11,10 @@
 //!   (its initialize answer still carries an `Mcp-Session-Id`);
 //! - `mcp/oci_request_warm_pooled` and `mcp/oci_request_warm_stateless_pooled`: the
 //!   same two with the rmcp client on a pooled `reqwest` client. rmcp's default
-//!   client opens a TCP connection for every request (it turns pooling off because
-//!   of delayed-ACK stalls on servers without `TCP_NODELAY`; the example server sets
-//!   it), so the two ids above pay a connect and an accept per call;
+//!   client opens a TCP connection for every request (it turns pooling off against
+//!   stalls on reused connections; the one seen here, 44 ms per stateful call, came
+//!   from the server writing without `TCP_NODELAY`, which the example server now
+//!   sets), so the two ids above pay a connect and an accept per call;
 //! - `mcp/raw_oci_request_stateless` and `mcp/raw_whoami_stateless`: the stateless
 //!   server's side alone: one JSON-RPC `tools/call` POSTed with a plain pooled
 //!   `reqwest` client, no MCP client library. `whoami` makes no OCI call, so it is
@@ -155,12 +156,13 @@ async fn connect(url: &str, token: &str) -> Client {
 
 async fn connect_pooled(url: &str, token: &str) -> Client {
     let config = StreamableHttpClientTransportConfig::with_uri(url).auth_header(token.to_owned());
-    ().serve(StreamableHttpClientTransport::with_client(
-        reqwest::Client::new(),
-        config,
-    ))
-    .await
-    .unwrap()
+    let pooled = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    ().serve(StreamableHttpClientTransport::with_client(pooled, config))
+        .await
+        .unwrap()
 }
 
 fn benches(c: &mut Criterion) {
@@ -278,7 +280,7 @@ fn benches(c: &mut Criterion) {
         b.iter(|| raw("oci_request", json!({"path": "/20160918/instances"})));
     });
     group.bench_function("raw_whoami_stateless", |b| {
-        b.iter(|| raw("whoami", json!({})))
+        b.iter(|| raw("whoami", json!({})));
     });
     group.finish();
     assert_eq!(

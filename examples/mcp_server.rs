@@ -51,9 +51,11 @@
 //! stateful session's answer as SSE events; with Nagle's algorithm on, a client that
 //! keeps its connection waits for its own delayed ACK, about 44 ms per tool call.
 //! Serve your own server the same way. On the client side, rmcp's default client
-//! opens a TCP connection for every request (it turns pooling off because of that
-//! very stall): `StreamableHttpClientTransport::with_client(reqwest::Client::new(),
-//! config)` keeps them, which saves a connect and an accept per call.
+//! opens a TCP connection for every request (it turns pooling off against stalls
+//! on reused connections): `StreamableHttpClientTransport::with_client` with a
+//! `reqwest::Client` built with `redirect(Policy::none())` (rmcp's own follows
+//! only same-origin 307 and 308) keeps them, which saves a connect and an accept
+//! per call.
 //!
 //! `MCP_KEY_POOL` (default 48): the session keys kept ready for new users, generated
 //! in the background from start-up; the pool grows to 256 when a burst drains it and

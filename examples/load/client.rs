@@ -70,8 +70,11 @@ pub struct CallRecord {
     pub first: bool,
     /// When it started, from the run's start.
     pub started: Duration,
-    /// How long it took (up to the bound).
+    /// How long it took (up to the bound), from when it was due in an open loop.
     pub latency: Duration,
+    /// Open loop: how late it started, because the call before ran past its turn or
+    /// the driver was slow to start it (part of `latency`).
+    pub late: Duration,
     /// How it ended.
     pub outcome: Outcome,
 }
@@ -88,9 +91,12 @@ pub struct User {
 /// Connects (MCP `initialize`) with `token` as the bearer token, within `bound`.
 ///
 /// With `keep_alive` the user's requests share pooled connections. rmcp's default
-/// client opens a TCP connection for every request: it turns pooling off because a
-/// reused connection stalls on the peer's delayed ACK (about 40 ms) when the server
-/// writes its SSE events without `TCP_NODELAY`. The example server sets it.
+/// client opens a TCP connection for every request: it turns pooling off against
+/// 40 ms stalls it sees when a response body was not fully read before the
+/// connection's reuse. The stall measured here came from the server writing its SSE
+/// events without `TCP_NODELAY`; the example server sets it. Like rmcp's client, the
+/// pooled one follows no redirect that would turn the POST into a GET or carry the
+/// session's headers to another origin: it follows none.
 pub async fn connect(
     url: &str,
     token: String,
@@ -101,7 +107,11 @@ pub async fn connect(
 ) -> Result<User, Outcome> {
     let config = StreamableHttpClientTransportConfig::with_uri(url).auth_header(token);
     let transport = if keep_alive {
-        StreamableHttpClientTransport::with_client(reqwest::Client::new(), config)
+        let pooled = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|_| Outcome::Connect("client".into()))?;
+        StreamableHttpClientTransport::with_client(pooled, config)
     } else {
         StreamableHttpClientTransport::from_config(config)
     };

@@ -24,9 +24,11 @@
 //! - `--keep-alive`: each user's client keeps its connections (a pooled `reqwest`
 //!   client); without it, rmcp's default client opens one per request;
 //! - `--rate R`: open loop: R calls/s in all, spread evenly over the users at a
-//!   time (each makes one every C/R s) instead of calling again as soon as
-//!   answered; a call that starts late, because the one before it ran long,
-//!   counts the delay in its latency (no coordinated omission);
+//!   time (each makes one every min(C, N)/R s, counted from its connect) instead
+//!   of calling again as soon as answered; a call that starts late, because the
+//!   one before it ran long, counts the delay in its latency (no coordinated
+//!   omission), so a latency can exceed `--timeout`, which bounds the call itself.
+//!   With more users than C, a later user's calls are paced from its own connect;
 //! - `--proxy` (feature `oauth-proxy`): full logins through the server's OAuth proxy;
 //! - `--redis` (feature `redis`): start a `redis-server` (from `PATH` or
 //!   `OCX_REDIS_SERVER`) on a free port and keep the proxy's state and the shared
@@ -172,11 +174,19 @@ fn parse_args() -> Result<Args, String> {
         return Err("--users and --concurrency must be at least 1".to_owned());
     }
     if let Some(rate) = args.rate {
-        if !(rate.is_finite() && rate > 0.0) {
-            return Err("--rate must be a positive number of calls per second".to_owned());
+        if Pace::new(rate, args.concurrency.min(args.users)).is_none() {
+            return Err(format!(
+                "--rate must be from {} to {} calls per second",
+                Pace::MIN_RATE,
+                Pace::MAX_RATE
+            ));
         }
-        if args.soak_s.is_some() || args.burst.is_some() {
-            return Err("--rate paces a plain load run, not a soak or a burst".to_owned());
+        if args.soak_s.is_some() || args.burst.is_some() || args.faults {
+            return Err(
+                "--rate paces a plain load run, not a soak, a burst or a fault schedule \
+                 (whose checks read latencies as the calls' own)"
+                    .to_owned(),
+            );
         }
     }
     if args.url.is_some() && (args.proxy || args.redis || args.faults || args.stateless) {
@@ -239,33 +249,50 @@ struct Shared {
     progress: ProgressBar,
 }
 
-/// An open-loop schedule: `rate` calls/s in all, from `concurrency` users at once.
+/// An open-loop schedule: `rate` calls/s in all, from `users` users at once.
 #[derive(Debug, Clone, Copy)]
 struct Pace {
-    /// The time between one user's calls: `concurrency / rate`.
+    /// The time between one user's calls: `users / rate`.
     interval: Duration,
     /// The time between the first calls of two consecutive users: `1 / rate`, so
     /// that the users' calls interleave instead of arriving together.
     stagger: Duration,
-    concurrency: usize,
+    users: usize,
 }
 
 impl Pace {
-    fn new(rate: f64, concurrency: usize) -> Self {
-        #[allow(clippy::cast_precision_loss, reason = "a user count")]
-        let interval = Duration::from_secs_f64(concurrency as f64 / rate);
-        Self {
-            interval,
-            stagger: Duration::from_secs_f64(1.0 / rate),
-            concurrency,
+    /// The lowest rate accepted: one call every 1 000 s in all.
+    const MIN_RATE: f64 = 0.001;
+    /// The highest: one call due every nanosecond.
+    const MAX_RATE: f64 = 1e9;
+
+    /// `None` when `rate` is outside `MIN_RATE..=MAX_RATE` (or not a number).
+    fn new(rate: f64, users: usize) -> Option<Self> {
+        if !(Self::MIN_RATE..=Self::MAX_RATE).contains(&rate) {
+            return None;
         }
+        let users = users.max(1);
+        #[allow(clippy::cast_precision_loss, reason = "a user count")]
+        let interval = Duration::try_from_secs_f64(users as f64 / rate).ok()?;
+        Some(Self {
+            interval,
+            stagger: Duration::try_from_secs_f64(1.0 / rate).ok()?,
+            users,
+        })
     }
 
-    /// When `user`'s call `i` is due, counted from `origin`.
+    /// When `user`'s call `i` is due, counted from `origin`: saturates (a call
+    /// due past what an `Instant` holds is due then) instead of overflowing.
     fn due(&self, origin: Instant, user: usize, i: usize) -> Instant {
-        let slot = u32::try_from(user % self.concurrency.max(1)).unwrap_or(0);
-        let i = u32::try_from(i).unwrap_or(u32::MAX);
-        origin + self.stagger * slot + self.interval * i
+        let slot = u32::try_from(user % self.users).unwrap_or(0);
+        let offset = u32::try_from(i)
+            .ok()
+            .and_then(|i| self.interval.checked_mul(i))
+            .and_then(|d| d.checked_add(self.stagger.checked_mul(slot)?))
+            .unwrap_or(Duration::MAX);
+        origin
+            .checked_add(offset)
+            .unwrap_or_else(|| origin + Duration::from_secs(86_400 * 365 * 30))
     }
 }
 
@@ -354,6 +381,7 @@ impl Shared {
             first: false,
             started: began,
             latency: t0.elapsed(),
+            late: Duration::ZERO,
             outcome: connected.as_ref().err().cloned().unwrap_or(Outcome::Ok),
         });
         if let Some(barrier) = barrier {
@@ -374,15 +402,18 @@ impl Shared {
             let tool = TOOLS.get(i % TOOLS.len()).copied().unwrap_or(Tool::Whoami);
             // Open loop: wait for the call's turn; a late start (the call before ran
             // past it) is part of what this call's caller waited.
-            let late = match self.pace {
+            let (started, late) = match self.pace {
                 Some(pace) => {
                     let due = pace.due(paced_from, user, i);
                     tokio::time::sleep_until(due).await;
-                    Instant::now().saturating_duration_since(due)
+                    let now = Instant::now();
+                    (
+                        due.saturating_duration_since(self.start),
+                        now.saturating_duration_since(due),
+                    )
                 }
-                None => Duration::ZERO,
+                None => (self.start.elapsed(), Duration::ZERO),
             };
-            let started = self.start.elapsed().saturating_sub(late);
             let (latency, outcome) = connected.call(tool, self.bound).await;
             let latency = latency + late;
             self.record(CallRecord {
@@ -391,6 +422,7 @@ impl Shared {
                 first: i == 0,
                 started,
                 latency,
+                late,
                 outcome,
             });
         }
@@ -633,7 +665,10 @@ async fn run(args: Args, runtimes: &setup::Runtimes) -> Result<Report, BoxError>
         bound,
         token_ttl: args.soak_s.map(|_| token_ttl),
         keep_alive: args.keep_alive,
-        pace: args.rate.map(|rate| Pace::new(rate, args.concurrency)),
+        // At most `users` call at once, even when the concurrency allows more.
+        pace: args
+            .rate
+            .and_then(|rate| Pace::new(rate, args.concurrency.min(args.users))),
         start: Instant::now(),
         records: Mutex::new(Vec::new()),
         progress: progress.clone(),

@@ -267,6 +267,8 @@ pub struct RecordJson {
     pub first: bool,
     pub started_ms: f64,
     pub latency_ms: f64,
+    /// Open loop: how late the call started (part of `latency_ms`).
+    pub late_ms: f64,
     /// `ok` or the error kind.
     pub outcome: String,
 }
@@ -284,6 +286,7 @@ impl From<&CallRecord> for RecordJson {
             first: r.first,
             started_ms: r.started.as_secs_f64() * 1000.0,
             latency_ms: r.latency.as_secs_f64() * 1000.0,
+            late_ms: r.late.as_secs_f64() * 1000.0,
             outcome: r.outcome.kind().unwrap_or_else(|| "ok".to_owned()),
         }
     }
