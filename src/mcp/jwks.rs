@@ -102,16 +102,12 @@ impl KeyCache {
         let mut fetched = {
             let mut keys = self.lock();
             let now = self.settings.clock.now();
-            let age = keys
-                .fetched_at
-                .map(|at| now.duration_since(at).unwrap_or(Duration::ZERO));
             if let Some(found) = self
                 .trusted(&keys, now)
                 .then(|| lookup(&keys, kid))
                 .flatten()
             {
-                let start = age
-                    .is_some_and(|age| age >= REFRESH_AFTER)
+                let start = refresh_due(&keys, now)
                     .then(|| self.start_fetch(&mut keys, now))
                     .flatten();
                 drop(keys);
@@ -160,11 +156,7 @@ impl KeyCache {
             && self.trusted(&keys, now)
             && key_of(&keys, kid).is_some()
             && keys.issuer.is_some();
-        let due = keys
-            .fetched_at
-            .and_then(|at| now.duration_since(at).ok())
-            .is_some_and(|age| age >= REFRESH_AFTER);
-        let start = (stands && due)
+        let start = (stands && refresh_due(&keys, now))
             .then(|| self.start_fetch(&mut keys, now))
             .flatten();
         drop(keys);
@@ -338,6 +330,15 @@ impl Drop for FetchDone {
             .fetched
             .send_modify(|generation| *generation = generation.wrapping_add(1));
     }
+}
+
+/// Whether the keys in hand are due for their hourly refresh (made in the
+/// background while they still answer). A clock that moved back before the fetch
+/// makes them not due.
+fn refresh_due(keys: &Keys, now: SystemTime) -> bool {
+    keys.fetched_at
+        .and_then(|at| now.duration_since(at).ok())
+        .is_some_and(|age| age >= REFRESH_AFTER)
 }
 
 /// The key for `kid` (without a kid, only an unambiguous single key) and the issuer.
