@@ -171,7 +171,16 @@ fn benches(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let emulator = runtime.block_on(Emulator::start()).unwrap();
+    // The emulator stands for OCI, another host: it runs on a runtime of its own, so
+    // a request reaches it through a wake-up of another thread, as the example
+    // server's requests reach it through another process. (On the client's runtime,
+    // the direct request would be served by the thread that sent it.)
+    let emulator_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let emulator = emulator_runtime.block_on(Emulator::start()).unwrap();
     let executable = build_example();
     let stateful = start_server(&executable, &emulator, false);
     let stateless = start_server(&executable, &emulator, true);

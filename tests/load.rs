@@ -79,11 +79,15 @@ fn the_stateless_server_answers_the_same_calls() {
     }
 }
 
-/// A tool call's latency in ms from a `--records` entry, and whether it is one.
-fn tool_call(record: &Value) -> Option<f64> {
-    (record["tool"] != "connect")
-        .then(|| record["latency_ms"].as_f64())
-        .flatten()
+/// `field` (a number) of every tool call in a `--records` report, in order.
+fn of_tool_calls(report: &Value, field: &str) -> Vec<f64> {
+    report["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["tool"] != "connect")
+        .map(|r| r[field].as_f64().unwrap())
+        .collect()
 }
 
 #[test]
@@ -106,12 +110,7 @@ fn a_client_that_keeps_its_connection_is_not_held_by_delayed_acks() {
     );
     assert_eq!(code, 0, "{report:#}");
     assert_clean(&report, 2 * 20);
-    let latencies: Vec<f64> = report["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(tool_call)
-        .collect();
+    let latencies = of_tool_calls(&report, "latency_ms");
     assert_eq!(latencies.len(), 40);
     // The delayed-ACK floor is 40 ms.
     let quick = latencies.iter().filter(|ms| **ms < 38.0).count();
@@ -167,25 +166,14 @@ fn at_a_rate_too_high_to_keep_a_call_waits_for_its_turn_and_counts_it() {
     );
     assert_eq!(code, 0, "{report:#}");
     assert_clean(&report, 10);
-    let latencies: Vec<f64> = report["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(tool_call)
-        .collect();
+    let latencies = of_tool_calls(&report, "latency_ms");
     assert_eq!(latencies.len(), 10);
     for pair in latencies.windows(2) {
         assert!(pair[1] > pair[0], "{latencies:?}");
     }
     // Each call is recorded as started when it was due (10 µs apart), not when it
     // could start (a call's length apart).
-    let starts: Vec<f64> = report["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["tool"] != "connect")
-        .map(|r| r["started_ms"].as_f64().unwrap())
-        .collect();
+    let starts = of_tool_calls(&report, "started_ms");
     for pair in starts.windows(2) {
         assert!(pair[1] - pair[0] < 0.5, "{starts:?}");
     }
