@@ -7,8 +7,8 @@
 //!   `MCP_STATELESS=on`: rmcp's `StreamableHttpServerConfig` with
 //!   `legacy_session_mode: false` and `json_response: true` (no MCP session, each
 //!   POST answered with one `application/json` body instead of an SSE stream).
-//!   Skipped, with a printed reason, when the example does not honour the variable
-//!   (its initialize answer still carries an `Mcp-Session-Id`);
+//!   The bench stops with a message when the example does not honour the
+//!   variable (its initialize answer still carries an `Mcp-Session-Id`);
 //! - `mcp/oci_request_warm_pooled` and `mcp/oci_request_warm_stateless_pooled`: the
 //!   same two with the rmcp client on a pooled `reqwest` client. rmcp's default
 //!   client opens a TCP connection for every request (it turns pooling off against

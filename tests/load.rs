@@ -112,10 +112,11 @@ fn a_client_that_keeps_its_connection_is_not_held_by_delayed_acks() {
     assert_clean(&report, 2 * 20);
     let latencies = of_tool_calls(&report, "latency_ms");
     assert_eq!(latencies.len(), 40);
-    // The delayed-ACK floor is 40 ms.
+    // The delayed-ACK floor is 40 ms: with the stall every call takes longer, so a
+    // few quicker ones show it gone (however slow a loaded machine makes the rest).
     let quick = latencies.iter().filter(|ms| **ms < 38.0).count();
     assert!(
-        quick >= latencies.len() / 2,
+        quick >= 3,
         "only {quick} of {} calls under 38 ms: {latencies:?}",
         latencies.len()
     );
@@ -142,6 +143,12 @@ fn at_a_set_rate_each_users_calls_are_due_a_fixed_interval_apart() {
             let gap = pair[1] - pair[0];
             assert!((99.0..=101.0).contains(&gap), "user {user}: {starts:?}");
         }
+    }
+    // Lateness is part of a call's latency, never more than it.
+    let latencies = of_tool_calls(&report, "latency_ms");
+    let lates = of_tool_calls(&report, "late_ms");
+    for (latency, late) in latencies.iter().zip(&lates) {
+        assert!(*late >= 0.0 && latency >= late, "{latencies:?} {lates:?}");
     }
 }
 

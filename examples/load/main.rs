@@ -292,7 +292,8 @@ impl Pace {
             .unwrap_or(Duration::MAX);
         origin
             .checked_add(offset)
-            .unwrap_or_else(|| origin + Duration::from_secs(86_400 * 365 * 30))
+            .or_else(|| origin.checked_add(Duration::from_secs(86_400 * 365 * 30)))
+            .unwrap_or(origin)
     }
 }
 
