@@ -28,6 +28,15 @@ fn drive(args: &[&str], limit: Duration) -> (i32, Value) {
     (code, report)
 }
 
+/// Runs the driver with `args` within 120 s and checks the run clean: exit status
+/// 0 and [`assert_clean`] with `calls`; returns the report.
+fn drive_clean(args: &[&str], calls: u64) -> Value {
+    let (code, report) = drive(args, Duration::from_secs(120));
+    assert_eq!(code, 0, "{report:#}");
+    assert_clean(&report, calls);
+    report
+}
+
 /// Zero errors, no hung call, no identity mismatch, `calls` calls answered.
 fn assert_clean(report: &Value, calls: u64) {
     assert_eq!(report["errors"], serde_json::json!({}), "{report:#}");
@@ -40,12 +49,7 @@ fn assert_clean(report: &Value, calls: u64) {
 
 #[test]
 fn every_user_is_answered_as_themselves_with_one_exchange_each() {
-    let (code, report) = drive(
-        &["-n", "12", "-m", "6", "-c", "6"],
-        Duration::from_secs(120),
-    );
-    assert_eq!(code, 0, "{report:#}");
-    assert_clean(&report, 12 * 6);
+    let report = drive_clean(&["-n", "12", "-m", "6", "-c", "6"], 12 * 6);
     assert_eq!(report["exchanges"], 12, "one exchange per user: {report:#}");
     assert_eq!(report["latency"]["count"], 72);
     assert_eq!(report["first_call"]["count"], 12);
@@ -61,12 +65,10 @@ fn every_user_is_answered_as_themselves_with_one_exchange_each() {
 
 #[test]
 fn the_stateless_server_answers_the_same_calls() {
-    let (code, report) = drive(
+    let report = drive_clean(
         &["-n", "4", "-m", "6", "-c", "4", "--stateless", "--records"],
-        Duration::from_secs(120),
+        4 * 6,
     );
-    assert_eq!(code, 0, "{report:#}");
-    assert_clean(&report, 4 * 6);
     assert_eq!(report["exchanges"], 4, "{report:#}");
     // The per-call records name each call's user and outcome: 6 calls and a connect
     // for each of the 4 users.
@@ -95,7 +97,7 @@ fn a_client_that_keeps_its_connection_is_not_held_by_delayed_acks() {
     // rmcp writes a stateful session's answer as SSE events; without TCP_NODELAY on
     // the server's side each call on a kept connection waited for the client's
     // delayed ACK, over 40 ms every time (p50 44 ms here, none under 40).
-    let (code, report) = drive(
+    let report = drive_clean(
         &[
             "-n",
             "2",
@@ -106,10 +108,8 @@ fn a_client_that_keeps_its_connection_is_not_held_by_delayed_acks() {
             "--keep-alive",
             "--records",
         ],
-        Duration::from_secs(120),
+        2 * 20,
     );
-    assert_eq!(code, 0, "{report:#}");
-    assert_clean(&report, 2 * 20);
     let latencies = of_tool_calls(&report, "latency_ms");
     assert_eq!(latencies.len(), 40);
     // The delayed-ACK floor is 40 ms: with the stall every call takes longer, so a
@@ -125,12 +125,10 @@ fn a_client_that_keeps_its_connection_is_not_held_by_delayed_acks() {
 #[test]
 fn at_a_set_rate_each_users_calls_are_due_a_fixed_interval_apart() {
     // 4 users at a time, 40 calls/s in all: each user's calls are due 100 ms apart.
-    let (code, report) = drive(
+    let report = drive_clean(
         &["-n", "4", "-m", "5", "-c", "4", "--rate", "40", "--records"],
-        Duration::from_secs(120),
+        4 * 5,
     );
-    assert_eq!(code, 0, "{report:#}");
-    assert_clean(&report, 4 * 5);
     let records = report["records"].as_array().unwrap();
     for user in 0..4_u64 {
         let starts: Vec<f64> = records
@@ -157,7 +155,7 @@ fn at_a_rate_too_high_to_keep_a_call_waits_for_its_turn_and_counts_it() {
     // One user, calls due every 10 µs: each starts late by all the calls before it,
     // and its latency, counted from when it was due, includes that wait, so the
     // latencies climb (a driver that timed only the call would see them level).
-    let (code, report) = drive(
+    let report = drive_clean(
         &[
             "-n",
             "1",
@@ -169,10 +167,8 @@ fn at_a_rate_too_high_to_keep_a_call_waits_for_its_turn_and_counts_it() {
             "100000",
             "--records",
         ],
-        Duration::from_secs(120),
+        10,
     );
-    assert_eq!(code, 0, "{report:#}");
-    assert_clean(&report, 10);
     let latencies = of_tool_calls(&report, "latency_ms");
     assert_eq!(latencies.len(), 10);
     for pair in latencies.windows(2) {
@@ -188,9 +184,7 @@ fn at_a_rate_too_high_to_keep_a_call_waits_for_its_turn_and_counts_it() {
 
 #[test]
 fn a_burst_of_new_users_after_idling_is_served() {
-    let (code, report) = drive(&["--burst", "10", "--idle", "2"], Duration::from_secs(120));
-    assert_eq!(code, 0, "{report:#}");
-    assert_clean(&report, 10);
+    let report = drive_clean(&["--burst", "10", "--idle", "2"], 10);
     assert_eq!(report["exchanges"], 10, "{report:#}");
     assert_eq!(report["first_call"]["count"], 10, "{report:#}");
 }
@@ -285,12 +279,7 @@ fn after_a_short_soak_memory_returns_and_the_caches_empty() {
 #[cfg(feature = "oauth-proxy")]
 #[test]
 fn users_log_in_through_the_proxy_and_are_answered_as_themselves() {
-    let (code, report) = drive(
-        &["--proxy", "-n", "4", "-m", "3", "-c", "4"],
-        Duration::from_secs(120),
-    );
-    assert_eq!(code, 0, "{report:#}");
-    assert_clean(&report, 4 * 3);
+    let report = drive_clean(&["--proxy", "-n", "4", "-m", "3", "-c", "4"], 4 * 3);
     assert_eq!(report["logins"], 4, "{report:#}");
     assert_eq!(report["exchanges"], 4, "{report:#}");
 }
@@ -301,11 +290,6 @@ fn with_its_own_redis_the_driver_counts_redis_commands() {
     if common::redis::RedisServer::start().is_none() {
         return; // no redis-server; the notice says why
     }
-    let (code, report) = drive(
-        &["--redis", "-n", "4", "-m", "3", "-c", "4"],
-        Duration::from_secs(120),
-    );
-    assert_eq!(code, 0, "{report:#}");
-    assert_clean(&report, 4 * 3);
+    let report = drive_clean(&["--redis", "-n", "4", "-m", "3", "-c", "4"], 4 * 3);
     assert!(report["redis_commands"].as_u64().unwrap() > 0, "{report:#}");
 }
