@@ -98,6 +98,9 @@ struct Args {
     stateless: bool,
     keep_alive: bool,
     rate: Option<f64>,
+    /// `rate`'s schedule, built (and so checked) once while parsing.
+    #[serde(skip)]
+    pace: Option<Pace>,
     proxy: bool,
     redis: bool,
     url: Option<String>,
@@ -126,6 +129,7 @@ fn parse_args() -> Result<Args, String> {
         stateless: false,
         keep_alive: false,
         rate: None,
+        pace: None,
         proxy: false,
         redis: false,
         url: None,
@@ -174,7 +178,9 @@ fn parse_args() -> Result<Args, String> {
         return Err("--users and --concurrency must be at least 1".to_owned());
     }
     if let Some(rate) = args.rate {
-        if Pace::new(rate, args.concurrency.min(args.users)).is_none() {
+        // At most `users` call at once, even when the concurrency allows more.
+        args.pace = Pace::new(rate, args.concurrency.min(args.users));
+        if args.pace.is_none() {
             return Err(format!(
                 "--rate must be from {} to {} calls per second",
                 Pace::MIN_RATE,
@@ -241,8 +247,8 @@ struct Shared {
     token_ttl: Option<Duration>,
     /// Pooled connections for each user's client (`--keep-alive`).
     keep_alive: bool,
-    /// Open loop (`--rate`): each user's calls start this far apart, and the first
-    /// after `offset(user)`; `None`: each call as soon as the one before returns.
+    /// Open loop (`--rate`): when each user's calls are due (`Pace::due`); `None`:
+    /// each call as soon as the one before returns.
     pace: Option<Pace>,
     start: Instant,
     records: Mutex<Vec<CallRecord>>,
@@ -666,10 +672,7 @@ async fn run(args: Args, runtimes: &setup::Runtimes) -> Result<Report, BoxError>
         bound,
         token_ttl: args.soak_s.map(|_| token_ttl),
         keep_alive: args.keep_alive,
-        // At most `users` call at once, even when the concurrency allows more.
-        pace: args
-            .rate
-            .and_then(|rate| Pace::new(rate, args.concurrency.min(args.users))),
+        pace: args.pace,
         start: Instant::now(),
         records: Mutex::new(Vec::new()),
         progress: progress.clone(),
