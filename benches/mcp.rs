@@ -147,22 +147,20 @@ async fn is_stateless(url: &str, token: &str) -> bool {
 
 type Client = rmcp::service::RunningService<rmcp::RoleClient, ()>;
 
-async fn connect(url: &str, token: &str) -> Client {
+/// An rmcp client of `url`: rmcp's default (a connection per request) or, when
+/// `pooled`, one on a pooled `reqwest` client that follows no redirects.
+async fn connect(url: &str, token: &str, pooled: bool) -> Client {
     let config = StreamableHttpClientTransportConfig::with_uri(url).auth_header(token.to_owned());
-    ().serve(StreamableHttpClientTransport::from_config(config))
-        .await
-        .unwrap()
-}
-
-async fn connect_pooled(url: &str, token: &str) -> Client {
-    let config = StreamableHttpClientTransportConfig::with_uri(url).auth_header(token.to_owned());
-    let pooled = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    ().serve(StreamableHttpClientTransport::with_client(pooled, config))
-        .await
-        .unwrap()
+    let transport = if pooled {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        StreamableHttpClientTransport::with_client(http, config)
+    } else {
+        StreamableHttpClientTransport::from_config(config)
+    };
+    ().serve(transport).await.unwrap()
 }
 
 fn benches(c: &mut Criterion) {
@@ -192,14 +190,12 @@ fn benches(c: &mut Criterion) {
         "the example server ignored MCP_STATELESS=on: its initialize answer carries an \
          Mcp-Session-Id or an SSE stream"
     );
-    let client = runtime.block_on(connect(&stateful.url, &token));
-    let stateless_client = runtime.block_on(connect(&stateless.url, &token));
-    let pooled = runtime.block_on(connect_pooled(&stateful.url, &token));
-    let stateless_pooled = runtime.block_on(connect_pooled(&stateless.url, &token));
-    let args = json!({"path": "/20160918/instances"})
-        .as_object()
-        .cloned()
-        .unwrap();
+    let client = runtime.block_on(connect(&stateful.url, &token, false));
+    let stateless_client = runtime.block_on(connect(&stateless.url, &token, false));
+    let pooled = runtime.block_on(connect(&stateful.url, &token, true));
+    let stateless_pooled = runtime.block_on(connect(&stateless.url, &token, true));
+    let instances = json!({"path": "/20160918/instances"});
+    let args = instances.as_object().cloned().unwrap();
     let call = |client: &Client| {
         runtime.block_on(async {
             let result = client
@@ -268,7 +264,7 @@ fn benches(c: &mut Criterion) {
             );
         });
     };
-    raw("oci_request", json!({"path": "/20160918/instances"}));
+    raw("oci_request", instances.clone());
     raw("whoami", json!({}));
 
     let mut group = c.benchmark_group("mcp");
@@ -286,7 +282,7 @@ fn benches(c: &mut Criterion) {
     group.bench_function("direct_signed_request", |b| b.iter(direct));
     group.bench_function("server_round_trip", |b| b.iter(round_trip));
     group.bench_function("raw_oci_request_stateless", |b| {
-        b.iter(|| raw("oci_request", json!({"path": "/20160918/instances"})));
+        b.iter(|| raw("oci_request", instances.clone()));
     });
     group.bench_function("raw_whoami_stateless", |b| {
         b.iter(|| raw("whoami", json!({})));
