@@ -183,6 +183,26 @@ fn at_a_rate_too_high_to_keep_a_call_waits_for_its_turn_and_counts_it() {
 }
 
 #[test]
+fn a_rate_out_of_range_or_with_a_fault_schedule_is_refused_not_a_panic() {
+    // 1e-300 and 5e-324 calls/s are positive and finite, but their schedules do not
+    // fit a Duration: they once passed the check and panicked building it.
+    for args in [
+        &["--rate", "1e-300"][..],
+        &["--rate", "5e-324"],
+        &["--rate", "0"],
+        &["--rate", "NaN"],
+        &["--rate", "10", "--faults"],
+    ] {
+        let (code, stdout, stderr) = common::run_example("load", args, Duration::from_secs(60));
+        assert_eq!(code, 2, "{args:?}: {stdout}\n{stderr}");
+        assert!(
+            stderr.starts_with("load: --rate ") && !stderr.contains("panicked"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn a_burst_of_new_users_after_idling_is_served() {
     let report = drive_clean(&["--burst", "10", "--idle", "2"], 10);
     assert_eq!(report["exchanges"], 10, "{report:#}");
