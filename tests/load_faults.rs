@@ -158,6 +158,7 @@ fn assert_survived(code: i32, report: &Value, stderr: &str) {
 }
 
 /// Tells the person running the tests what ran instead.
+#[cfg(feature = "redis")]
 #[allow(clippy::print_stderr)]
 fn notice(what: &str) {
     eprintln!("{what}");
