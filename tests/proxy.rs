@@ -748,21 +748,35 @@ async fn consent_is_bound_to_the_browser_and_csrf_protected() {
         "a refused callback does not consume the login"
     );
     assert_eq!(env.store.count("code"), 0);
-    // A tampered cookie is refused too.
-    let tampered = reqwest::Client::builder()
+    // A tampered cookie is refused too: a login's own cookie name with another
+    // value, or its value under another name.
+    let bare = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let r = tampered
-        .get(&callback)
-        .header(
-            "cookie",
-            "ocx_consent=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
-        )
-        .send()
-        .await
+    let r = env.get(&bare, &env.authorize_url(&client_id, &[])).await;
+    let set_cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let (name, value) = set_cookie
+        .split_once(';')
+        .and_then(|(pair, _)| pair.split_once('='))
         .unwrap();
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let consent = location(&r);
+    for (cookie, status) in [
+        (
+            format!("{name}=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (format!("ocx_consent={value}"), StatusCode::BAD_REQUEST),
+        (format!("{name}={value}"), StatusCode::OK),
+    ] {
+        let r = bare
+            .get(&consent)
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{cookie}");
+    }
     // The browser that started it completes it, once.
     let done = location(&env.get(&attacker, &callback).await);
     assert!(query(&done).contains_key("code"));
@@ -776,6 +790,50 @@ async fn consent_is_bound_to_the_browser_and_csrf_protected() {
         )
         .await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}
+
+/// A user who signs in from two applications at once (or whose application opens
+/// the login twice) has two logins open in one browser: each completes, in either
+/// order. With one consent cookie per browser, the second login's cookie replaced
+/// the first's, and the first was refused as "started in another browser".
+#[tokio::test]
+async fn two_logins_open_in_one_browser_both_complete() {
+    let env = env().await;
+    let first_client = env.register().await;
+    let second_client = env.register().await;
+    let b = browser();
+    let (first, first_csrf, _) = env.open_consent(&b, &first_client).await;
+    let (second, second_csrf, _) = env.open_consent(&b, &second_client).await;
+    // Both approved, then the callbacks in the opposite order.
+    let mut callbacks = Vec::new();
+    for (txn, csrf) in [(&first, &first_csrf), (&second, &second_csrf)] {
+        let r = env.post_consent(&b, txn, csrf, "approve").await;
+        assert!(
+            r.status().is_redirection(),
+            "approving {txn}: {}",
+            r.status()
+        );
+        let upstream = location(&r);
+        callbacks.push(location(&env.get(&b, &upstream).await));
+    }
+    for callback in callbacks.iter().rev() {
+        let r = env.get(&b, callback).await;
+        assert!(r.status().is_redirection(), "{}", r.status());
+        assert!(query(&location(&r)).contains_key("code"));
+        // The finished login's cookie is cleared; the other one's is kept.
+        let cleared: Vec<_> = r
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        assert!(
+            cleared.len() == 1 && cleared[0].contains("Max-Age=0"),
+            "{cleared:?}"
+        );
+    }
+    assert_eq!(env.store.count("txn"), 0);
+    assert_eq!(env.store.count("code"), 2);
 }
 
 #[tokio::test]

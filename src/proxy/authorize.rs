@@ -40,11 +40,23 @@ fn cookie_value(inner: &Inner, txn_id: &str, nonce: &str) -> String {
     crypto::mac(&inner.cookie_key, &[txn_id, nonce])
 }
 
-fn set_cookie(inner: &Inner, value: &str, max_age: u64) -> Option<HeaderValue> {
+/// The consent cookie's name for a transaction: the prefix and 16 characters (96
+/// bits) of a MAC of the transaction id. One cookie per login in progress, so two
+/// logins open in one browser (two applications, or one that opened the login
+/// twice) do not replace each other's cookie; the name does not show the id.
+fn cookie_name(inner: &Inner, txn_id: &str) -> String {
+    // Spaces keep this input apart from a transaction id (base64url).
+    let tag = crypto::mac(&inner.cookie_key, &["consent cookie name", txn_id]);
+    let tag = tag.get(..16).unwrap_or(&tag);
+    format!("{}_{tag}", inner.cookie_prefix())
+}
+
+/// `Set-Cookie` for a transaction's consent cookie (`max_age` 0 clears it).
+fn set_cookie(inner: &Inner, txn_id: &str, value: &str, max_age: u64) -> Option<HeaderValue> {
     let secure = if inner.secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
         "{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}",
-        inner.cookie_name()
+        cookie_name(inner, txn_id)
     ))
     .ok()
 }
@@ -52,7 +64,7 @@ fn set_cookie(inner: &Inner, value: &str, max_age: u64) -> Option<HeaderValue> {
 /// Whether the request carries this transaction's consent cookie.
 fn bound_to_browser(inner: &Inner, headers: &HeaderMap, txn_id: &str, txn: &Transaction) -> bool {
     let expected = cookie_value(inner, txn_id, &txn.nonce);
-    let name = inner.cookie_name();
+    let name = cookie_name(inner, txn_id);
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -185,6 +197,7 @@ pub(super) async fn authorize(State(inner): State<Arc<Inner>>, uri: http::Uri) -
     };
     if let Some(cookie) = set_cookie(
         &inner,
+        &txn_id,
         &cookie_value(&inner, &txn_id, &txn.nonce),
         TRANSACTION_LIFETIME.as_secs(),
     ) {
@@ -315,12 +328,16 @@ pub(super) async fn consent_post(
         Some("deny") => {
             let _ = inner.store.delete(TRANSACTIONS, txn_id).await;
             tracing::info!(client_id = %txn.client_id, outcome = "denied", "oauth proxy consent");
-            client_error(
+            let mut response = client_error(
                 &txn.redirect_uri,
                 "access_denied",
                 txn.state.as_deref(),
                 &inner.base,
-            )
+            );
+            if let Some(cookie) = set_cookie(&inner, txn_id, "", 0) {
+                response.headers_mut().append(header::SET_COOKIE, cookie);
+            }
+            response
         }
         Some("approve") => {
             txn.approved = true;
@@ -375,7 +392,7 @@ pub(super) async fn callback(
         return bad_request(stale);
     }
     let mut response = complete(&inner, &txn, &params).await;
-    if let Some(cookie) = set_cookie(&inner, "", 0) {
+    if let Some(cookie) = set_cookie(&inner, txn_id, "", 0) {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
     response
@@ -508,17 +525,48 @@ mod tests {
     #[test]
     fn the_cookie_is_host_prefixed_and_secure_under_https_only() {
         let https = proxy("https://mcp.example.com");
-        let cookie = set_cookie(&https.inner, "v", 900).unwrap();
+        let cookie = set_cookie(&https.inner, "t1", "v", 900).unwrap();
+        let name = cookie_name(&https.inner, "t1");
+        assert!(name.starts_with("__Host-ocx_consent_"), "{name}");
         assert_eq!(
             cookie.to_str().unwrap(),
-            "__Host-ocx_consent=v; Path=/; HttpOnly; SameSite=Lax; Max-Age=900; Secure"
+            format!("{name}=v; Path=/; HttpOnly; SameSite=Lax; Max-Age=900; Secure")
         );
         let http = proxy("http://127.0.0.1:8000");
-        let cookie = set_cookie(&http.inner, "v", 900).unwrap();
+        let cookie = set_cookie(&http.inner, "t1", "v", 900).unwrap();
+        let name = cookie_name(&http.inner, "t1");
+        assert!(name.starts_with("ocx_consent_"), "{name}");
         assert_eq!(
             cookie.to_str().unwrap(),
-            "ocx_consent=v; Path=/; HttpOnly; SameSite=Lax; Max-Age=900"
+            format!("{name}=v; Path=/; HttpOnly; SameSite=Lax; Max-Age=900")
         );
+    }
+
+    #[test]
+    fn each_transaction_has_its_own_cookie_name_that_hides_its_id() {
+        let p = proxy("http://127.0.0.1:8000");
+        let txn = "Pg9rX0I0uIVyU4Wp28KFsX-qE-cpVYLU3QnEwGroRfI";
+        let name = cookie_name(&p.inner, txn);
+        assert_eq!(name, cookie_name(&p.inner, txn), "stable");
+        assert_ne!(name, cookie_name(&p.inner, "Pg9rX0I0uIVyU4Wp28KFsX"));
+        let tag = name.strip_prefix("ocx_consent_").unwrap();
+        assert_eq!(tag.len(), 16);
+        assert!(!txn.contains(tag));
+        // An RFC 6265 cookie-name token: base64url only.
+        assert!(
+            tag.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "{tag}"
+        );
+        // Another key, another name.
+        let other = OAuthProxy::builder()
+            .base_url("http://127.0.0.1:8000")
+            .domain_url("http://127.0.0.1:1")
+            .client_credentials("id", "secret")
+            .signing_key([4; 32])
+            .build()
+            .unwrap();
+        assert_ne!(name, cookie_name(&other.inner, txn));
     }
 
     #[test]
@@ -539,9 +587,10 @@ mod tests {
         };
         let mut headers = HeaderMap::new();
         let value = cookie_value(&p.inner, "t1", "n1");
+        let name = cookie_name(&p.inner, "t1");
         headers.insert(
             header::COOKIE,
-            HeaderValue::from_str(&format!("other=1; ocx_consent={value}")).unwrap(),
+            HeaderValue::from_str(&format!("other=1; {name}={value}")).unwrap(),
         );
         assert!(bound_to_browser(&p.inner, &headers, "t1", &txn));
         assert!(!bound_to_browser(&p.inner, &headers, "t2", &txn));

@@ -85,7 +85,8 @@ impl fmt::Debug for Inner {
 }
 
 impl Inner {
-    fn cookie_name(&self) -> &'static str {
+    /// The consent cookies' name prefix (`__Host-` under https).
+    fn cookie_prefix(&self) -> &'static str {
         if self.secure {
             "__Host-ocx_consent"
         } else {
