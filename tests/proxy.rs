@@ -11,6 +11,7 @@
 
 mod common;
 
+use common::browser::{browser, location, query};
 use common::store::{Act, Around, Call, Hooked};
 
 use std::sync::Arc;
@@ -62,14 +63,6 @@ struct Env {
     /// The MCP client's HTTP (no cookies).
     http: reqwest::Client,
     _server: tokio::task::JoinHandle<()>,
-}
-
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .cookie_store(true)
-        .build()
-        .unwrap()
 }
 
 async fn echo(request: axum::http::Request<Body>) -> String {
@@ -161,23 +154,6 @@ fn serve_replica(
 
 async fn env() -> Env {
     env_with(Options::default()).await
-}
-
-fn location(response: &reqwest::Response) -> String {
-    assert!(
-        response.status().is_redirection(),
-        "expected a redirect, got {}",
-        response.status()
-    );
-    response.headers()["location"].to_str().unwrap().to_owned()
-}
-
-fn query(url: &str) -> std::collections::HashMap<String, String> {
-    Url::parse(url)
-        .unwrap()
-        .query_pairs()
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
 }
 
 /// `value="..."` of the hidden input `name` in the consent page.

@@ -9,6 +9,9 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
+use common::browser::location;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,15 +72,6 @@ async fn env(store_entries: usize, rate: Option<(u32, u32)>) -> Env {
             .unwrap(),
         _server: server,
     }
-}
-
-fn location(response: &reqwest::Response) -> String {
-    assert!(
-        response.status().is_redirection(),
-        "expected a redirect, got {}",
-        response.status()
-    );
-    response.headers()["location"].to_str().unwrap().to_owned()
 }
 
 impl Env {

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use common::browser::{browser_builder, location, query};
 use common::redis::RedisServer;
 use oci_token_exchange::{
     AccessToken, Emulator, EncryptedStore, ErrorKind, Fernet, FernetKey, FixedClock, MemoryStore,
@@ -70,29 +71,7 @@ impl Drop for Replica {
 }
 
 fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .cookie_store(true)
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap()
-}
-
-fn location(response: &reqwest::Response) -> String {
-    assert!(
-        response.status().is_redirection(),
-        "expected a redirect, got {}",
-        response.status()
-    );
-    response.headers()["location"].to_str().unwrap().to_owned()
-}
-
-fn query(url: &str) -> HashMap<String, String> {
-    Url::parse(url)
-        .unwrap()
-        .query_pairs()
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
+    browser_builder().pool_max_idle_per_host(0).build().unwrap()
 }
 
 fn hidden(html: &str, name: &str) -> String {

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+pub mod browser;
 #[cfg(feature = "mcp")]
 pub mod domain;
 pub mod redis;
