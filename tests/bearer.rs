@@ -125,9 +125,7 @@ fn b64(value: &Value) -> String {
 
 /// A compact JWS with exactly this header and these claims, signed RS256 by `key`.
 fn signed(key: &SigningKey, header: &Value, claims: &Value) -> String {
-    let input = format!("{}.{}", b64(header), b64(claims));
-    let signature = key.sign_pkcs1_sha256(input.as_bytes()).unwrap();
-    format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
+    common::jws::rs256(key, &header.to_string(), &claims.to_string())
 }
 
 fn rs256(kid: &str) -> Value {

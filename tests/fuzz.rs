@@ -531,13 +531,7 @@ fn b64(value: &Value) -> String {
 
 /// A compact JWS with exactly this header and these claims, signed RS256.
 fn signed(key: &SigningKey, header: &str, claims: &str) -> String {
-    let input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header),
-        URL_SAFE_NO_PAD.encode(claims)
-    );
-    let signature = key.sign_pkcs1_sha256(input.as_bytes()).unwrap();
-    format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
+    common::jws::rs256(key, header, claims)
 }
 
 /// A JWT changed: header or claims edited before signing, parts dropped,

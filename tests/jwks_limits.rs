@@ -19,8 +19,6 @@ use common::domain::{AUDIENCE, Domain, START, bearer_auth, http_client};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use oci_token_exchange::{ErrorKind, SigningKey};
 use serde_json::{Value, json};
 
@@ -58,13 +56,7 @@ fn signed(key: &SigningKey, kid: &str, issuer: &str) -> String {
     let claims = json!({"iss": issuer, "sub": "ann", "aud": AUDIENCE,
                         "iat": START, "exp": START + 3600, "scope": "openid"})
     .to_string();
-    let input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header),
-        URL_SAFE_NO_PAD.encode(claims)
-    );
-    let signature = key.sign_pkcs1_sha256(input.as_bytes()).unwrap();
-    format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
+    common::jws::rs256(key, &header, &claims)
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -18,6 +18,7 @@ use serde_json::Value;
 pub mod browser;
 #[cfg(feature = "mcp")]
 pub mod domain;
+pub mod jws;
 pub mod redis;
 pub mod store;
 
