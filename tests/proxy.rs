@@ -156,6 +156,21 @@ async fn env() -> Env {
     env_with(Options::default()).await
 }
 
+/// A response's `Set-Cookie`s in order: (name, value), `None` for one that clears.
+fn set_cookies(response: &reqwest::Response) -> Vec<(String, Option<String>)> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| {
+            let v = v.to_str().unwrap();
+            let (name, value) = v.split(';').next().unwrap().split_once('=').unwrap();
+            let cleared = v.contains("Max-Age=0");
+            (name.to_owned(), (!cleared).then(|| value.to_owned()))
+        })
+        .collect()
+}
+
 /// `value="..."` of the hidden input `name` in the consent page.
 fn hidden(html: &str, name: &str) -> String {
     let marker = format!("name=\"{name}\" value=\"");
@@ -223,7 +238,22 @@ impl Env {
         browser: &reqwest::Client,
         client_id: &str,
     ) -> (String, String, String) {
+        let (txn, csrf, html, _) = self.open_login(browser, client_id).await;
+        (txn, csrf, html)
+    }
+
+    /// /authorize -> consent page: (txn, csrf, page, the login's cookie name).
+    async fn open_login(
+        &self,
+        browser: &reqwest::Client,
+        client_id: &str,
+    ) -> (String, String, String, String) {
         let r = self.get(browser, &self.authorize_url(client_id, &[])).await;
+        let (name, _) = set_cookies(&r)
+            .into_iter()
+            .rev()
+            .find_map(|(name, value)| value.map(|v| (name, v)))
+            .expect("a consent cookie");
         let consent = location(&r);
         assert!(
             consent.starts_with(&format!("{}/consent?txn=", self.base)),
@@ -232,7 +262,7 @@ impl Env {
         let page = self.get(browser, &consent).await;
         assert_eq!(page.status(), StatusCode::OK);
         let html = page.text().await.unwrap();
-        (hidden(&html, "txn"), hidden(&html, "csrf"), html)
+        (hidden(&html, "txn"), hidden(&html, "csrf"), html, name)
     }
 
     async fn post_consent(
@@ -737,22 +767,42 @@ async fn consent_is_bound_to_the_browser_and_csrf_protected() {
         .and_then(|(pair, _)| pair.split_once('='))
         .unwrap();
     let consent = location(&r);
-    for (cookie, status) in [
-        (
-            format!("{name}=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+    let genuine = format!("{name}={value}");
+    let forged = [
+        format!("{name}=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+        format!("ocx_consent={value}"),
+    ];
+    let get = |url: &str, cookie: &str| bare.get(url).header("cookie", cookie).send();
+    for cookie in &forged {
+        let r = get(&consent, cookie).await.unwrap();
+        assert_eq!(
+            r.status(),
             StatusCode::BAD_REQUEST,
-        ),
-        (format!("ocx_consent={value}"), StatusCode::BAD_REQUEST),
-        (format!("{name}={value}"), StatusCode::OK),
-    ] {
-        let r = bare
-            .get(&consent)
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), status, "{cookie}");
+            "consent page, {cookie}"
+        );
     }
+    let page = get(&consent, &genuine).await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    let approved = bare
+        .post(format!("{}/consent", env.base))
+        .header("cookie", &genuine)
+        .form(&[
+            ("txn", hidden(&html, "txn").as_str()),
+            ("csrf", hidden(&html, "csrf").as_str()),
+            ("action", "approve"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let upstream = location(&approved);
+    let its_callback = location(&bare.get(&upstream).send().await.unwrap());
+    for cookie in &forged {
+        let r = get(&its_callback, cookie).await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "callback, {cookie}");
+    }
+    let done = location(&get(&its_callback, &genuine).await.unwrap());
+    assert!(query(&done).contains_key("code"), "{done}");
     // The browser that started it completes it, once.
     let done = location(&env.get(&attacker, &callback).await);
     assert!(query(&done).contains_key("code"));
@@ -778,11 +828,15 @@ async fn two_logins_open_in_one_browser_both_complete() {
     let first_client = env.register().await;
     let second_client = env.register().await;
     let b = browser();
-    let (first, first_csrf, _) = env.open_consent(&b, &first_client).await;
-    let (second, second_csrf, _) = env.open_consent(&b, &second_client).await;
+    let (first, first_csrf, _, first_cookie) = env.open_login(&b, &first_client).await;
+    let (second, second_csrf, _, second_cookie) = env.open_login(&b, &second_client).await;
+    assert_ne!(first_cookie, second_cookie);
     // Both approved, then the callbacks in the opposite order.
     let mut callbacks = Vec::new();
-    for (txn, csrf) in [(&first, &first_csrf), (&second, &second_csrf)] {
+    for (txn, csrf, cookie) in [
+        (&first, &first_csrf, &first_cookie),
+        (&second, &second_csrf, &second_cookie),
+    ] {
         let r = env.post_consent(&b, txn, csrf, "approve").await;
         assert!(
             r.status().is_redirection(),
@@ -790,26 +844,92 @@ async fn two_logins_open_in_one_browser_both_complete() {
             r.status()
         );
         let upstream = location(&r);
-        callbacks.push(location(&env.get(&b, &upstream).await));
+        callbacks.push((location(&env.get(&b, &upstream).await), cookie));
     }
-    for callback in callbacks.iter().rev() {
+    for (callback, cookie) in callbacks.iter().rev() {
         let r = env.get(&b, callback).await;
         assert!(r.status().is_redirection(), "{}", r.status());
         assert!(query(&location(&r)).contains_key("code"));
-        // The finished login's cookie is cleared; the other one's is kept.
-        let cleared: Vec<_> = r
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .map(|v| v.to_str().unwrap().to_owned())
-            .collect();
-        assert!(
-            cleared.len() == 1 && cleared[0].contains("Max-Age=0"),
-            "{cleared:?}"
-        );
+        // The finished login's cookie is cleared, and no other.
+        assert_eq!(set_cookies(&r), [((*cookie).clone(), None)]);
     }
     assert_eq!(env.store.count("txn"), 0);
     assert_eq!(env.store.count("code"), 2);
+}
+
+/// A browser that applies `Set-Cookie` as RFC 6265 says browsers do and sends its
+/// cookies oldest first (reqwest's jar keeps no order).
+#[derive(Default)]
+struct OrderedJar(Vec<(String, String)>);
+
+impl OrderedJar {
+    fn keep(&mut self, response: &reqwest::Response) {
+        for (name, value) in set_cookies(response) {
+            self.0.retain(|(n, _)| *n != name);
+            if let Some(value) = value {
+                self.0.push((name, value));
+            }
+        }
+    }
+
+    fn header(&self) -> String {
+        let pairs: Vec<String> = self.0.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        pairs.join("; ")
+    }
+}
+
+/// A page that sends a user's browser to `/authorize` again and again leaves it at
+/// most eight consent cookies, the newest: a `Cookie` header that keeps growing
+/// would shut the user out of the server wherever a proxy in front limits headers.
+#[tokio::test]
+async fn a_browser_holds_at_most_eight_consent_cookies_the_newest() {
+    let env = env().await;
+    let client_id = env.register().await;
+    let bare = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut jar = OrderedJar::default();
+    let mut logins = Vec::new();
+    for i in 0..20 {
+        let r = bare
+            .get(env.authorize_url(&client_id, &[]))
+            .header("cookie", jar.header())
+            .send()
+            .await
+            .unwrap();
+        jar.keep(&r);
+        logins.push(location(&r));
+        assert!(jar.0.len() <= 8, "after {i}: {}", jar.header());
+    }
+    assert_eq!(jar.0.len(), 8);
+    for (i, consent) in logins.iter().enumerate() {
+        let r = bare
+            .get(consent)
+            .header("cookie", jar.header())
+            .send()
+            .await
+            .unwrap();
+        let expected = if i >= 12 {
+            StatusCode::OK
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        assert_eq!(r.status(), expected, "login {i}");
+    }
+    // Names that are not the proxy's are never echoed back.
+    let r = bare
+        .get(env.authorize_url(&client_id, &[]))
+        .header(
+            "cookie",
+            format!("{}; ocx_consent_x=1; other=2", jar.header()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let names: Vec<String> = set_cookies(&r).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names.len(), 2, "one cleared, one set: {names:?}");
+    assert_eq!(names[0], jar.0[0].0, "the oldest is cleared");
 }
 
 #[tokio::test]
@@ -817,8 +937,14 @@ async fn denied_consent_and_expired_transactions() {
     let env = env().await;
     let client_id = env.register().await;
     let b = browser();
-    let (txn, csrf, _) = env.open_consent(&b, &client_id).await;
-    let q = query(&location(&env.post_consent(&b, &txn, &csrf, "deny").await));
+    let (txn, csrf, _, cookie) = env.open_login(&b, &client_id).await;
+    let denied = env.post_consent(&b, &txn, &csrf, "deny").await;
+    assert_eq!(
+        set_cookies(&denied),
+        [(cookie, None)],
+        "its cookie is cleared"
+    );
+    let q = query(&location(&denied));
     assert_eq!(q["error"], "access_denied");
     assert_eq!(q["state"], "client-state");
     assert_eq!(q["iss"], env.base);

@@ -51,27 +51,68 @@ fn cookie_name(inner: &Inner, txn_id: &str) -> String {
     format!("{}_{tag}", inner.cookie_prefix())
 }
 
-/// `Set-Cookie` for a transaction's consent cookie (`max_age` 0 clears it).
-fn set_cookie(inner: &Inner, txn_id: &str, value: &str, max_age: u64) -> Option<HeaderValue> {
+/// How many logins one browser can have open at once. Each has its cookie, sent
+/// with every request to this server until the login ends or expires (15 min): a
+/// page that sends a user's browser to `/authorize` over and over must not grow that
+/// `Cookie` header past what proxies in front of the server accept (often 8 KiB).
+/// Eight cookies add about 650 bytes.
+pub(super) const OPEN_LOGINS_PER_BROWSER: usize = 8;
+
+/// `Set-Cookie` for the consent cookie `name` (`max_age` 0 clears it).
+fn set_cookie_named(inner: &Inner, name: &str, value: &str, max_age: u64) -> Option<HeaderValue> {
     let secure = if inner.secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
-        "{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}",
-        cookie_name(inner, txn_id)
+        "{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
     ))
     .ok()
 }
 
-/// Whether the request carries this transaction's consent cookie.
-fn bound_to_browser(inner: &Inner, headers: &HeaderMap, txn_id: &str, txn: &Transaction) -> bool {
-    let expected = cookie_value(inner, txn_id, &txn.nonce);
-    let name = cookie_name(inner, txn_id);
+/// `Set-Cookie` for a transaction's consent cookie (`max_age` 0 clears it).
+fn set_cookie(inner: &Inner, txn_id: &str, value: &str, max_age: u64) -> Option<HeaderValue> {
+    set_cookie_named(inner, &cookie_name(inner, txn_id), value, max_age)
+}
+
+/// The request's cookies as (name, value) pairs, in the order the browser sent
+/// them (oldest first among cookies of one path, RFC 6265 section 5.4).
+fn cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .any(|(k, v)| k == name && crypto::equal(v, &expected))
+}
+
+/// Whether the request carries this transaction's consent cookie.
+fn bound_to_browser(inner: &Inner, headers: &HeaderMap, txn_id: &str, txn: &Transaction) -> bool {
+    let expected = cookie_value(inner, txn_id, &txn.nonce);
+    let name = cookie_name(inner, txn_id);
+    cookies(headers).any(|(k, v)| k == name && crypto::equal(v, &expected))
+}
+
+/// `Set-Cookie`s that clear the oldest consent cookies the request carries, so the
+/// browser holds at most [`OPEN_LOGINS_PER_BROWSER`] once it has one more. Only
+/// names of the form this proxy writes are echoed.
+fn clear_oldest_cookies(inner: &Inner, headers: &HeaderMap) -> Vec<HeaderValue> {
+    let prefix = format!("{}_", inner.cookie_prefix());
+    let ours: Vec<&str> = cookies(headers)
+        .map(|(name, _)| name)
+        .filter(|name| {
+            name.strip_prefix(&prefix).is_some_and(|tag| {
+                tag.len() == 16
+                    && tag
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            })
+        })
+        .collect();
+    let excess = ours
+        .len()
+        .saturating_sub(OPEN_LOGINS_PER_BROWSER.saturating_sub(1));
+    ours.into_iter()
+        .take(excess)
+        .filter_map(|name| set_cookie_named(inner, name, "", 0))
+        .collect()
 }
 
 async fn load_txn(inner: &Inner, txn_id: &str) -> Option<Transaction> {
@@ -85,7 +126,11 @@ async fn load_txn(inner: &Inner, txn_id: &str) -> Option<Transaction> {
 }
 
 /// `GET /authorize`.
-pub(super) async fn authorize(State(inner): State<Arc<Inner>>, uri: http::Uri) -> Response<Body> {
+pub(super) async fn authorize(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    uri: http::Uri,
+) -> Response<Body> {
     let Some(params) = query(&uri) else {
         return bad_request("A parameter of the authorization request is repeated.");
     };
@@ -195,6 +240,9 @@ pub(super) async fn authorize(State(inner): State<Arc<Inner>>, uri: http::Uri) -
             Err(r) => return r,
         }
     };
+    for clear in clear_oldest_cookies(&inner, &headers) {
+        response.headers_mut().append(header::SET_COOKIE, clear);
+    }
     if let Some(cookie) = set_cookie(
         &inner,
         &txn_id,
@@ -352,9 +400,16 @@ pub(super) async fn consent_post(
                 );
             }
             tracing::info!(client_id = %txn.client_id, outcome = "approved", "oauth proxy consent");
-            upstream_redirect(&inner, txn_id, &txn)
-                .await
-                .unwrap_or_else(|r| r)
+            match upstream_redirect(&inner, txn_id, &txn).await {
+                Ok(response) => response,
+                // The login is over (the transaction is dropped): so is its cookie.
+                Err(mut response) => {
+                    if let Some(cookie) = set_cookie(&inner, txn_id, "", 0) {
+                        response.headers_mut().append(header::SET_COOKIE, cookie);
+                    }
+                    response
+                }
+            }
         }
         _ => bad_request("The consent form has no valid action."),
     }
