@@ -568,11 +568,15 @@ mod tests {
     use crate::proxy::OAuthProxy;
 
     fn proxy(base: &str) -> OAuthProxy {
+        proxy_with_key(base, [3; 32])
+    }
+
+    fn proxy_with_key(base: &str, key: [u8; 32]) -> OAuthProxy {
         OAuthProxy::builder()
             .base_url(base)
             .domain_url("http://127.0.0.1:1")
             .client_credentials("id", "secret")
-            .signing_key([3; 32])
+            .signing_key(key)
             .build()
             .unwrap()
     }
@@ -614,13 +618,7 @@ mod tests {
             "{tag}"
         );
         // Another key, another name.
-        let other = OAuthProxy::builder()
-            .base_url("http://127.0.0.1:8000")
-            .domain_url("http://127.0.0.1:1")
-            .client_credentials("id", "secret")
-            .signing_key([4; 32])
-            .build()
-            .unwrap();
+        let other = proxy_with_key("http://127.0.0.1:8000", [4; 32]);
         assert_ne!(name, cookie_name(&other.inner, txn));
     }
 
@@ -654,13 +652,7 @@ mod tests {
             ..txn.clone()
         };
         assert!(!bound_to_browser(&p.inner, &headers, "t1", &other_nonce));
-        let other_key = OAuthProxy::builder()
-            .base_url("http://127.0.0.1:8000")
-            .domain_url("http://127.0.0.1:1")
-            .client_credentials("id", "secret")
-            .signing_key([4; 32])
-            .build()
-            .unwrap();
+        let other_key = proxy_with_key("http://127.0.0.1:8000", [4; 32]);
         assert!(!bound_to_browser(&other_key.inner, &headers, "t1", &txn));
     }
 }
