@@ -194,6 +194,49 @@ async fn resets_and_garbage_bodies_hit_their_fraction_of_requests() {
     assert_eq!(served(&control, "token/garbage_body"), 2);
 }
 
+/// What the client's socket reads after sending a token request: `Ok(bytes)` up to
+/// end of file, or the read's error kind.
+async fn raw_token_read(emulator: &Emulator) -> Result<Vec<u8>, std::io::ErrorKind> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let url = emulator.domain_url();
+    let address = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap());
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let body = "grant_type=refresh_token";
+    let request = format!(
+        "POST /oauth2/v1/token HTTP/1.1\r\nhost: x\r\n\
+         content-type: application/x-www-form-urlencoded\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut read = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut read))
+        .await
+        .expect("the emulator answers or closes within 10 s")
+        .map(|_| read)
+        .map_err(|e| e.kind())
+}
+
+/// `ResetConnection` is a TCP reset (the client's read fails with ECONNRESET);
+/// `DropConnection` an orderly close (the client reads end of file, no answer).
+#[tokio::test]
+async fn a_reset_is_a_tcp_reset_and_a_drop_is_an_orderly_close() {
+    let emulator = Emulator::start().await.unwrap();
+    emulator.inject_fault(Fault::ResetConnection, 1);
+    assert_eq!(
+        raw_token_read(&emulator).await,
+        Err(std::io::ErrorKind::ConnectionReset)
+    );
+    emulator.inject_fault(Fault::DropConnection, 1);
+    assert_eq!(raw_token_read(&emulator).await, Ok(Vec::new()));
+    // Neither leaves the endpoint broken: the next request is answered.
+    let answered = raw_token_read(&emulator).await.unwrap();
+    assert!(answered.starts_with(b"HTTP/1.1 "), "{answered:?}");
+    let control = emulator.fault_control();
+    assert_eq!(served(&control, "token/reset_connection"), 1);
+    assert_eq!(served(&control, "token/drop_connection"), 1);
+}
+
 #[tokio::test]
 async fn the_jwks_and_discovery_go_down_and_come_back() {
     let emulator = Emulator::start().await.unwrap();

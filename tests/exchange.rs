@@ -221,6 +221,13 @@ async fn transient_failures_are_retried_and_permanent_ones_are_not() {
         .expect("dropped then 200");
     assert_eq!(emulator.counters().exchange_requests, 4);
 
+    emulator.inject_fault(Fault::ResetConnection, 1);
+    exchange
+        .exchange(&subject, KEY.public_key())
+        .await
+        .expect("reset then 200");
+    assert_eq!(emulator.counters().exchange_requests, 6);
+
     emulator.inject_fault(Fault::Status(503), 3);
     let err = exchange
         .exchange(&subject, KEY.public_key())
@@ -230,7 +237,7 @@ async fn transient_failures_are_retried_and_permanent_ones_are_not() {
     assert!(err.is_retryable());
     assert_eq!(
         emulator.counters().exchange_requests,
-        7,
+        9,
         "bounded to 3 attempts"
     );
 
@@ -242,7 +249,7 @@ async fn transient_failures_are_retried_and_permanent_ones_are_not() {
     assert_eq!(err.http_status(), Some(400));
     assert_eq!(
         emulator.counters().exchange_requests,
-        8,
+        10,
         "400 is not retried"
     );
 
@@ -252,7 +259,7 @@ async fn transient_failures_are_retried_and_permanent_ones_are_not() {
         .await
         .expect_err("garbage");
     assert_eq!(err.kind(), ErrorKind::MalformedResponse);
-    assert_eq!(emulator.counters().exchange_requests, 9);
+    assert_eq!(emulator.counters().exchange_requests, 11);
 
     emulator.inject_fault(Fault::Redirect, 1);
     let err = exchange
@@ -262,7 +269,7 @@ async fn transient_failures_are_retried_and_permanent_ones_are_not() {
     assert_eq!(err.http_status(), Some(302));
     assert_eq!(
         emulator.counters().exchange_requests,
-        10,
+        12,
         "redirect not followed"
     );
 

@@ -141,7 +141,7 @@ fn assert_survived(code: i32, report: &Value, stderr: &str) {
     for key in [
         "token/status",
         "token/delay",
-        "token/drop_connection",
+        "token/reset_connection",
         "token/garbage_body",
         "api/session_rejected",
     ] {

@@ -8,7 +8,7 @@
 //! | `exchange_503_burst` | 0.08 D | 0.20 D | 20 % of token requests answer 503 |
 //! | `exchange_outage` | 0.20 D | 0.23 D | every token request answers 503: arriving users' exchanges fail after all retries |
 //! | `slow_domain` | 0.23 D | 0.31 D | every token request waits 2 s |
-//! | `connection_resets` | 0.31 D | 0.39 D | 25 % of token requests: connection closed unanswered |
+//! | `connection_resets` | 0.31 D | 0.39 D | 25 % of token requests: connection reset (TCP RST) unanswered |
 //! | `garbage_responses` | 0.39 D | 0.47 D | 25 % of token requests: 200 with an HTML body |
 //! | `jwks_down` | 0.47 D | 0.57 D | JWKS and discovery answer 503 (first half), then close the connection |
 //! | `oci_401_one_user` | 0.57 D | 0.65 D | the control plane answers 401 to one active user's session, once |
@@ -228,7 +228,7 @@ pub async fn run(ctx: FaultContext) -> FaultReport {
         &mut report,
         "connection_resets",
         (0.31, 0.39),
-        vec![token(Fault::DropConnection, FaultRate::percent(25))],
+        vec![token(Fault::ResetConnection, FaultRate::percent(25))],
     )
     .await;
     phase(

@@ -299,8 +299,8 @@ pub(crate) fn count_fault(counters: &Mutex<Counters>, endpoint: FaultEndpoint, k
 
 impl Fault {
     /// The fault's name in [`Counters::faults_served`] keys: `status`,
-    /// `too_many_requests`, `delay`, `garbage_body`, `drop_connection`, `redirect`,
-    /// `respond`, `mismatched_key`.
+    /// `too_many_requests`, `delay`, `garbage_body`, `drop_connection`,
+    /// `reset_connection`, `redirect`, `respond`, `mismatched_key`.
     #[must_use]
     pub fn name(&self) -> &'static str {
         match self {
@@ -309,6 +309,7 @@ impl Fault {
             Self::Delay(_) => "delay",
             Self::GarbageBody => "garbage_body",
             Self::DropConnection => "drop_connection",
+            Self::ResetConnection => "reset_connection",
             Self::Redirect => "redirect",
             Self::Respond { .. } => "respond",
             Self::MismatchedKey => "mismatched_key",

@@ -74,8 +74,12 @@ pub enum Fault {
     Delay(Duration),
     /// Answer 200 with a body that is not JSON.
     GarbageBody,
-    /// Close the connection without answering.
+    /// Close the connection without answering (the client reads end of file).
     DropConnection,
+    /// Reset the connection without answering: a TCP RST, so the client's read
+    /// fails with `ECONNRESET` (what a crashed or overloaded peer or a middlebox
+    /// does), not the orderly close of [`Fault::DropConnection`].
+    ResetConnection,
     /// Answer 302 to another URL.
     Redirect,
     /// Answer exactly this status and body (`application/json`).

@@ -1,8 +1,10 @@
 //! The emulator's HTTP server: routing, the identity domain and the control plane.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -33,9 +35,12 @@ const MAX_BODY: usize = 1024 * 1024;
 /// The `iss` of OCI session tokens.
 const UPST_ISSUER: &str = "authService.oracle.com";
 
-/// Returned by a handler to close the connection without an answer.
+/// Returned by a handler to close the connection without an answer: with a TCP
+/// reset when `reset`, else an orderly close.
 #[derive(Debug)]
-pub(super) struct DropConnection;
+pub(super) struct DropConnection {
+    reset: bool,
+}
 
 impl std::fmt::Display for DropConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -47,6 +52,64 @@ impl std::error::Error for DropConnection {}
 
 type Reply = std::result::Result<Response<Full<Bytes>>, DropConnection>;
 
+/// A connection that, once a handler asked for a reset, is closed with a TCP RST
+/// (`SO_LINGER` 0) when hyper drops it.
+struct Connection {
+    stream: tokio::net::TcpStream,
+    reset: Arc<AtomicBool>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if self.reset.load(Ordering::Relaxed) {
+            // A zero linger never blocks: close discards what is unsent and sends
+            // RST. (`set_zero_linger` needs tokio 1.50; this crate asks for 1.40.)
+            #[allow(deprecated)]
+            let _ = self.stream.set_linger(Some(Duration::ZERO));
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Connection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Connection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
 pub(super) async fn serve(listener: tokio::net::TcpListener, state: Arc<State>) {
     let mut connections = tokio::task::JoinSet::new();
     loop {
@@ -56,9 +119,22 @@ pub(super) async fn serve(listener: tokio::net::TcpListener, state: Arc<State>) 
         };
         let state = Arc::clone(&state);
         connections.spawn(async move {
-            let service = hyper::service::service_fn(move |req| handle(Arc::clone(&state), req));
+            let reset = Arc::new(AtomicBool::new(false));
+            let asked = Arc::clone(&reset);
+            let service = hyper::service::service_fn(move |req| {
+                let state = Arc::clone(&state);
+                let asked = Arc::clone(&asked);
+                async move {
+                    let reply = handle(state, req).await;
+                    if matches!(reply, Err(DropConnection { reset: true })) {
+                        asked.store(true, Ordering::Relaxed);
+                    }
+                    reply
+                }
+            });
+            let connection = Connection { stream, reset };
             let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .serve_connection(hyper_util::rt::TokioIo::new(connection), service)
                 .await;
         });
         while connections.try_join_next().is_some() {}
@@ -254,7 +330,8 @@ fn fault_reply(fault: Fault) -> Option<Reply> {
             );
             response
         }
-        Fault::DropConnection => return Some(Err(DropConnection)),
+        Fault::DropConnection => return Some(Err(DropConnection { reset: false })),
+        Fault::ResetConnection => return Some(Err(DropConnection { reset: true })),
         Fault::Respond { status, body } => {
             let mut response = Response::new(Full::new(Bytes::from(body)));
             *response.status_mut() =
