@@ -104,11 +104,26 @@ impl Error {
         self
     }
 
-    #[cfg_attr(not(any(feature = "reqwest", feature = "emulator")), allow(dead_code))]
-    pub(crate) fn with_source(
-        mut self,
-        source: impl std::error::Error + Send + Sync + 'static,
-    ) -> Self {
+    /// A failure of a [`Store`](crate::Store) implementation ([`ErrorKind::Storage`],
+    /// retryable): how your own store reports that it cannot answer now. The
+    /// message is shown in logs and error chains: name the operation, never a key
+    /// or a value. Attach the underlying error with [`Error::with_source`].
+    ///
+    /// ```
+    /// use oci_token_exchange::{Error, ErrorKind};
+    /// let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer");
+    /// let err = Error::storage("my store get failed").with_source(io);
+    /// assert_eq!(err.kind(), ErrorKind::Storage);
+    /// assert!(err.is_retryable());
+    /// ```
+    #[must_use]
+    pub fn storage(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorKind::Storage, message)
+    }
+
+    /// This error, caused by `source` (shown by [`std::error::Error::source`]).
+    #[must_use]
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         self.source = Some(Arc::new(source));
         self
     }

@@ -12,7 +12,7 @@
 mod common;
 
 use common::browser::{browser, location, query};
-use common::store::{Act, Around, Call, Hooked};
+use common::store::{Act, Around, Call, Failures, Hooked};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +20,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use oci_token_exchange::{
-    AccessToken, Emulator, Fault, FixedClock, MemoryStore, OAuthProxy, Store as _,
+    AccessToken, Emulator, Fault, FixedClock, MemoryStore, OAuthProxy, Store,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -60,6 +60,8 @@ struct Env {
     clock: Arc<FixedClock>,
     /// The store as the proxy sees it, counting its reads.
     proxy_store: Arc<Counting>,
+    /// Store failures to arm (the proxy's store fails the calls named).
+    failures: Failures,
     /// The MCP client's HTTP (no cookies).
     http: reqwest::Client,
     _server: tokio::task::JoinHandle<()>,
@@ -88,11 +90,16 @@ async fn env_with(options: Options) -> Env {
         .unwrap();
     let store = MemoryStore::with_clock(clock.clone())
         .with_limits(options.store_entries, MemoryStore::DEFAULT_MAX_BYTES);
-    let proxy_store = Arc::new(Counting::counting(if options.slow_locks {
+    let failures = Failures::default();
+    let inner: Arc<dyn Store> = if options.slow_locks {
         Arc::new(Hooked::new(Arc::new(store.clone()), SlowLocks))
     } else {
         Arc::new(store.clone())
-    }));
+    };
+    let proxy_store = Arc::new(Counting::counting(Arc::new(Hooked::new(
+        inner,
+        failures.clone(),
+    ))));
     let server = serve_replica(
         listener,
         &base,
@@ -108,6 +115,7 @@ async fn env_with(options: Options) -> Env {
         store,
         clock,
         proxy_store,
+        failures,
         http: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -1372,6 +1380,45 @@ async fn revoking_a_refresh_token_ends_the_login() {
         (StatusCode::BAD_REQUEST, Some("invalid_grant"))
     );
     assert_eq!(env.store.count("set"), 0);
+}
+
+/// A revocation the store cannot carry out answers 503 (RFC 7009 section 2.2.1),
+/// never a 200 that revoked nothing; retried, it ends the login.
+#[tokio::test]
+async fn a_revocation_the_store_fails_answers_503_and_a_retry_ends_the_login() {
+    let env = env().await;
+    let client_id = env.register().await;
+    let code = env.login(&client_id).await["code"].clone();
+    let tokens = env.redeem(&client_id, &code).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    // The token's record cannot be read.
+    env.failures.arm(Call::Get, "jti");
+    assert_eq!(
+        env.revoke(&client_id, access).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    // The login's set cannot be deleted.
+    env.failures.arm(Call::Delete, "set");
+    assert_eq!(
+        env.revoke(&client_id, refresh).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        env.failures.pending(),
+        0,
+        "both failures met the revocation"
+    );
+    assert_eq!(env.store.count("set"), 1);
+    // Retried, the revocation ends the login.
+    assert_eq!(env.revoke(&client_id, refresh).await, StatusCode::OK);
+    assert_eq!(env.store.count("set"), 0);
+    assert_eq!(env.mcp(access).await.0, StatusCode::UNAUTHORIZED);
+    let (status, _, body) = env.refresh(&client_id, refresh).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
 }
 
 #[tokio::test]

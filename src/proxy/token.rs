@@ -398,31 +398,38 @@ pub(super) async fn revoke(
         Err(response) => return response,
     };
     let store = inner.store.as_ref();
-    let mut set_id = None;
-    let mut kind = "unknown";
-    if let Some(claims) = inner.tokens.verify(token) {
-        if let Ok(Some(record)) = model::get::<JtiRecord>(store, JTIS, &claims.jti).await
-            && record.client_id == client.client_id
-        {
-            let _ = store.delete(JTIS, &claims.jti).await;
-            set_id = Some(record.set_id);
-            kind = "access_token";
+    let cannot = |error: crate::error::Error| {
+        tracing::warn!(client_id = %client.client_id, error = %error, outcome = "store_unavailable", "oauth proxy revocation");
+        unavailable()
+    };
+    // The token's record: (collection, key, set id). A store that cannot answer is
+    // a 503 (RFC 7009 section 2.2.1), never a 200 that revoked nothing.
+    let (found, kind) = if let Some(claims) = inner.tokens.verify(token) {
+        match model::get::<JtiRecord>(store, JTIS, &claims.jti).await {
+            Ok(Some(record)) if record.client_id == client.client_id => {
+                (Some((JTIS, claims.jti, record.set_id)), "access_token")
+            }
+            Ok(_) => (None, "unknown"),
+            Err(error) => return cannot(error),
         }
     } else {
         let key = crypto::sha256_b64(token);
-        if let Ok(Some(record)) = model::get::<RefreshRecord>(store, REFRESH, &key).await
-            && record.client_id == client.client_id
-        {
-            let _ = store.delete(REFRESH, &key).await;
-            set_id = Some(record.set_id);
-            kind = "refresh_token";
+        match model::get::<RefreshRecord>(store, REFRESH, &key).await {
+            Ok(Some(record)) if record.client_id == client.client_id => {
+                (Some((REFRESH, key, record.set_id)), "refresh_token")
+            }
+            Ok(_) => (None, "unknown"),
+            Err(error) => return cannot(error),
         }
-    }
-    if let Some(set_id) = set_id {
+    };
+    if let Some((collection, key, set_id)) = found {
         // Every token of this login stops working: the set behind them is gone.
-        if end_set(&inner, &set_id).await.is_err() {
-            return unavailable();
+        // The token's own record goes last, so a retry after a failure here finds
+        // it and ends the login again.
+        if let Err(error) = end_set(&inner, &set_id).await {
+            return cannot(error);
         }
+        let _ = store.delete(collection, &key).await;
     }
     tracing::info!(client_id = %client.client_id, token_type = kind, outcome = "revoked", "oauth proxy revocation");
     json_response(StatusCode::OK, &json!({}))

@@ -36,7 +36,8 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a
 /// refresh token) is the SHA-256 of it, never the secret. Values are opaque bytes,
 /// so a wrapper can encrypt them. Every entry has a TTL: nothing lives forever.
 ///
-/// Implementations copy `collection` and `key` before the returned future runs.
+/// Implementations copy `collection` and `key` before the returned future runs, and
+/// report failures with [`Error::storage`].
 pub trait Store: Send + Sync + fmt::Debug {
     /// The value under `key`, if present and not expired.
     fn get(&self, collection: &str, key: &str) -> StoreFuture<'_, Option<Vec<u8>>>;

@@ -3,10 +3,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use oci_token_exchange::{Store, StoreFuture};
+use oci_token_exchange::{Error, Store, StoreFuture};
 
 /// Which call of the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +32,37 @@ pub trait Around: Send + Sync + 'static {
     fn after(&self, _call: Call, _collection: &str, _key: &str) -> Option<Act> {
         None
     }
+    /// Whether the call fails ([`Error::storage`]) instead of reaching the store.
+    fn fail(&self, _call: Call, _collection: &str, _key: &str) -> bool {
+        false
+    }
+}
+
+/// Store failures a test arms: each fails the next call of its kind on its
+/// collection, once.
+#[derive(Clone, Default)]
+pub struct Failures(Arc<Mutex<Vec<(Call, String)>>>);
+
+impl Failures {
+    /// The next `call` on `collection` fails.
+    pub fn arm(&self, call: Call, collection: &str) {
+        self.0.lock().unwrap().push((call, collection.to_owned()));
+    }
+
+    /// How many armed failures have not happened yet.
+    pub fn pending(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+}
+
+impl Around for Failures {
+    fn fail(&self, call: Call, collection: &str, _key: &str) -> bool {
+        let mut armed = self.0.lock().unwrap();
+        let hit = armed
+            .iter()
+            .position(|(c, k)| *c == call && k == collection);
+        hit.map(|i| armed.remove(i)).is_some()
+    }
 }
 
 /// `inner`, with `around` acting around its calls.
@@ -49,15 +80,21 @@ impl<A: Around> Hooked<A> {
         &self.around
     }
 
+    /// `call` answered by `answer` (not made at all when the test fails it: a
+    /// store may do its work when called, before its future is polled).
     fn wrap<'a, T: Send + 'a>(
         &'a self,
         call: Call,
         collection: &str,
         key: &str,
-        answer: StoreFuture<'a, T>,
+        answer: impl FnOnce() -> StoreFuture<'a, T>,
     ) -> StoreFuture<'a, T> {
+        if self.around.fail(call, collection, key) {
+            return Box::pin(async { Err(Error::storage("injected store failure")) });
+        }
         let before = self.around.before(call, collection, key);
         let after = self.around.after(call, collection, key);
+        let answer = answer();
         Box::pin(async move {
             if let Some(act) = before {
                 act.await;
@@ -81,32 +118,26 @@ impl<A> std::fmt::Debug for Hooked<A> {
 
 impl<A: Around> Store for Hooked<A> {
     fn get(&self, c: &str, k: &str) -> StoreFuture<'_, Option<Vec<u8>>> {
-        self.wrap(Call::Get, c, k, self.inner.get(c, k))
+        self.wrap(Call::Get, c, k, || self.inner.get(c, k))
     }
     fn put(&self, c: &str, k: &str, v: Vec<u8>, ttl: Duration) -> StoreFuture<'_, ()> {
-        self.wrap(Call::Put, c, k, self.inner.put(c, k, v, ttl))
+        self.wrap(Call::Put, c, k, || self.inner.put(c, k, v, ttl))
     }
     fn take(&self, c: &str, k: &str) -> StoreFuture<'_, Option<Vec<u8>>> {
-        self.wrap(Call::Take, c, k, self.inner.take(c, k))
+        self.wrap(Call::Take, c, k, || self.inner.take(c, k))
     }
     fn delete(&self, c: &str, k: &str) -> StoreFuture<'_, ()> {
-        self.wrap(Call::Delete, c, k, self.inner.delete(c, k))
+        self.wrap(Call::Delete, c, k, || self.inner.delete(c, k))
     }
     fn put_if_absent(&self, c: &str, k: &str, v: Vec<u8>, ttl: Duration) -> StoreFuture<'_, bool> {
-        self.wrap(
-            Call::PutIfAbsent,
-            c,
-            k,
-            self.inner.put_if_absent(c, k, v, ttl),
-        )
+        self.wrap(Call::PutIfAbsent, c, k, || {
+            self.inner.put_if_absent(c, k, v, ttl)
+        })
     }
     fn delete_if_equal(&self, c: &str, k: &str, expected: &[u8]) -> StoreFuture<'_, bool> {
-        self.wrap(
-            Call::DeleteIfEqual,
-            c,
-            k,
-            self.inner.delete_if_equal(c, k, expected),
-        )
+        self.wrap(Call::DeleteIfEqual, c, k, || {
+            self.inner.delete_if_equal(c, k, expected)
+        })
     }
     fn is_shared(&self) -> bool {
         self.inner.is_shared()
