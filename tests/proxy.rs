@@ -555,6 +555,48 @@ async fn registration_refuses_foreign_redirect_uris_and_bad_metadata() {
     assert!(env.store.is_empty(), "refused registrations store nothing");
 }
 
+/// A native client registers its loopback redirect URI once and listens on
+/// whatever port is free at each login (RFC 8252 section 7.3): the login completes
+/// on the new port, and the code is redeemed with that URI.
+#[tokio::test]
+async fn a_loopback_client_may_come_back_on_another_port() {
+    let env = env().await;
+    let client_id = env.register().await;
+    let moved = REDIRECT.replace(":9/", ":51000/");
+    let b = browser();
+    let url = env
+        .authorize_url(&client_id, &[])
+        .replace("127.0.0.1%3A9", "127.0.0.1%3A51000");
+    let consent = location(&env.get(&b, &url).await);
+    let page = env.get(&b, &consent).await.text().await.unwrap();
+    assert!(page.contains(&moved), "the page names the port used");
+    let (txn, csrf) = (hidden(&page, "txn"), hidden(&page, "csrf"));
+    let upstream = location(&env.post_consent(&b, &txn, &csrf, "approve").await);
+    let callback = location(&env.get(&b, &upstream).await);
+    let done = location(&env.get(&b, &callback).await);
+    assert!(done.starts_with(&moved), "{done}");
+    let code = query(&done)["code"].clone();
+    let verifier = verifier();
+    let redeem = |redirect_uri: String| {
+        let form = [
+            ("grant_type", "authorization_code".to_owned()),
+            ("client_id", client_id.clone()),
+            ("code", code.clone()),
+            ("redirect_uri", redirect_uri),
+            ("code_verifier", verifier.clone()),
+        ];
+        env.http
+            .post(format!("{}/token", env.base))
+            .form(&form)
+            .send()
+    };
+    let r = redeem(moved.clone()).await.unwrap();
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["access_token"].is_string());
+}
+
 #[tokio::test]
 async fn authorize_errors_are_pages_or_rfc_redirects_and_store_nothing() {
     let env = env().await;
@@ -564,7 +606,9 @@ async fn authorize_errors_are_pages_or_rfc_redirects_and_store_nothing() {
     for url in [
         env.authorize_url("unknown-client", &[]),
         env.authorize_url(&client_id, &[])
-            .replace("127.0.0.1%3A9", "127.0.0.1%3A10"),
+            .replace("%2Fcallback", "%2Fcallback2"),
+        env.authorize_url(&client_id, &[])
+            .replace("127.0.0.1%3A9", "localhost%3A9"),
     ] {
         let r = env.get(&browser, &url).await;
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{url}");

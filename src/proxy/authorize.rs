@@ -152,7 +152,11 @@ pub(super) async fn authorize(
     };
     // Exactly a registered URI, still allowed by the current allow-list.
     let Some(redirect_uri) = params.get("redirect_uri").filter(|r| {
-        client.redirect_uris.iter().any(|u| u == r) && redirect::allowed(&inner.patterns, r)
+        client
+            .redirect_uris
+            .iter()
+            .any(|u| redirect::names_registered(u, r))
+            && redirect::allowed(&inner.patterns, r)
     }) else {
         return bad_request("The redirect URI is missing or not registered for this application.");
     };

@@ -147,9 +147,79 @@ pub(super) fn allowed(patterns: &[Pattern], uri: &str) -> bool {
         && patterns.iter().any(|p| p.allows(&url))
 }
 
+/// Whether `requested` names the client's `registered` redirect URI: the same
+/// string, or, for a loopback `http` URI (`127.0.0.1`, `[::1]`, `localhost`), the
+/// same URI on another port. RFC 8252 section 7.3: a native client listens on
+/// whatever port is free when the login starts, so the server must accept any
+/// port for a loopback redirect; every other URI matches exactly.
+pub(super) fn names_registered(registered: &str, requested: &str) -> bool {
+    if registered == requested {
+        return true;
+    }
+    let (Ok(a), Ok(b)) = (Url::parse(registered), Url::parse(requested)) else {
+        return false;
+    };
+    let loopback = |u: &Url| {
+        u.scheme() == "http"
+            && match u.host() {
+                Some(url::Host::Ipv4(ip)) => ip == std::net::Ipv4Addr::LOCALHOST,
+                Some(url::Host::Ipv6(ip)) => ip == std::net::Ipv6Addr::LOCALHOST,
+                Some(url::Host::Domain(d)) => d == "localhost",
+                None => false,
+            }
+    };
+    loopback(&a)
+        && loopback(&b)
+        && a.host() == b.host()
+        && a.path() == b.path()
+        && a.query() == b.query()
+        && a.fragment().is_none()
+        && b.fragment().is_none()
+        && b.username().is_empty()
+        && b.password().is_none()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_loopback_redirect_matches_on_any_port_others_exactly() {
+        for (registered, requested) in [
+            (
+                "http://127.0.0.1:33418/callback",
+                "http://127.0.0.1:51000/callback",
+            ),
+            (
+                "http://127.0.0.1/callback",
+                "http://127.0.0.1:51000/callback",
+            ),
+            ("http://localhost:6274/cb?x=1", "http://localhost:9/cb?x=1"),
+            ("http://[::1]:9000/cb", "http://[::1]:9001/cb"),
+            ("https://app.example.com/cb", "https://app.example.com/cb"),
+        ] {
+            assert!(names_registered(registered, requested), "{requested}");
+        }
+        for (registered, requested) in [
+            // Not loopback: the port is part of the URI.
+            (
+                "https://app.example.com:8443/cb",
+                "https://app.example.com:9443/cb",
+            ),
+            ("https://127.0.0.1:1/cb", "https://127.0.0.1:2/cb"),
+            // Loopback, but another host, path, query, scheme or extra parts.
+            ("http://127.0.0.1:1/cb", "http://localhost:1/cb"),
+            ("http://127.0.0.1:1/cb", "http://127.0.0.1:2/cb/x"),
+            ("http://127.0.0.1:1/cb?a=1", "http://127.0.0.1:2/cb?a=2"),
+            ("http://127.0.0.1:1/cb", "http://127.0.0.2:2/cb"),
+            ("http://127.0.0.1:1/cb", "http://u:p@127.0.0.1:2/cb"),
+            ("http://127.0.0.1:1/cb", "http://127.0.0.1:2/cb#f"),
+            ("http://localhost:1/cb", "http://localhost.evil.com:1/cb"),
+            ("http://127.0.0.1:1/cb", "not a url"),
+        ] {
+            assert!(!names_registered(registered, requested), "{requested}");
+        }
+    }
 
     fn defaults() -> Vec<Pattern> {
         DEFAULT_PATTERNS
