@@ -1465,6 +1465,56 @@ async fn a_revocation_the_store_fails_answers_503_and_a_retry_ends_the_login() {
     );
 }
 
+/// A 503 from `/token` spends nothing: when the store fails while the tokens are
+/// issued, the code or refresh token is given back, so the client's retry succeeds
+/// (it was taken for a replay, which ended the login).
+#[tokio::test]
+async fn a_grant_the_store_fails_midway_can_be_retried() {
+    let env = env().await;
+    let client_id = env.register().await;
+    let code = env.login(&client_id).await["code"].clone();
+    let v = verifier();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("client_id", client_id.as_str()),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", v.as_str()),
+    ];
+    for (call, collection) in [(Call::Put, "jti"), (Call::Get, "set")] {
+        env.failures.arm(call, collection);
+        let (status, _, body) = env.token(&form).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["error"], "temporarily_unavailable");
+        assert_eq!(env.failures.pending(), 0, "{call:?} {collection}");
+    }
+    let tokens = env.redeem(&client_id, &code).await;
+    let mut refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+
+    // The same for a refresh: its token is spent before the new ones are stored.
+    for (call, collection) in [
+        (Call::Put, "jti"),
+        (Call::Put, "refresh"),
+        (Call::Get, "set"),
+    ] {
+        env.failures.arm(call, collection);
+        let (status, _, body) = env.refresh(&client_id, &refresh).await;
+        assert_eq!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{call:?} {collection}: {body}"
+        );
+        assert_eq!(env.failures.pending(), 0, "{call:?} {collection}");
+    }
+    let (status, _, body) = env.refresh(&client_id, &refresh).await;
+    assert_eq!(status, StatusCode::OK, "the retry refreshes: {body}");
+    let access = body["access_token"].as_str().unwrap();
+    assert_eq!(env.mcp(access).await.0, StatusCode::OK);
+    refresh = body["refresh_token"].as_str().unwrap().to_owned();
+    assert_eq!(env.refresh(&client_id, &refresh).await.0, StatusCode::OK);
+    assert_eq!(env.store.count("set"), 1, "the login lives on");
+}
+
 #[tokio::test]
 async fn a_full_store_fails_requests_cleanly() {
     let env = env_with(Options {

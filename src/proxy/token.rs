@@ -165,10 +165,22 @@ async fn authorization_code(
         CODE_LIFETIME,
     )
     .await;
+    // Nothing issued after all (the store failed): the code is put back, so the
+    // client's retry redeems it instead of being taken for a replay that ends the
+    // login.
+    let give_back = || async {
+        let code = crypto::sha256_b64(code);
+        let back = model::put(store, CODES, &code, &grant, CODE_LIFETIME).await;
+        let unmarked = store.delete(USED_CODES, &code).await;
+        if let Err(err) = back.and(unmarked) {
+            tracing::warn!(client_id = %client.client_id, error = %err, "oauth proxy cannot give a code back");
+        }
+        unavailable()
+    };
     let set = match current_set(inner, &grant.set_id).await {
         Ok(s) => s,
         Err(SetError::Gone) => return bad("invalid_grant", "the login has ended"),
-        Err(SetError::Unavailable) => return unavailable(),
+        Err(SetError::Unavailable) => return give_back().await,
     };
     // A client that logged someone in is kept for 30 days from now (registered,
     // it had an hour).
@@ -176,7 +188,7 @@ async fn authorization_code(
     {
         tracing::warn!(client_id = %client.client_id, error = %err, "oauth proxy cannot extend a client's registration");
     }
-    issue(
+    match issue(
         inner,
         &client,
         &grant.set_id,
@@ -185,6 +197,10 @@ async fn authorization_code(
         "authorization_code",
     )
     .await
+    {
+        Ok(response) => response,
+        Err(NotIssued) => give_back().await,
+    }
 }
 
 async fn refresh_token(
@@ -257,24 +273,30 @@ async fn refresh_token(
         model::until(now, record.expires_at),
     )
     .await;
+    // Nothing issued after all (the store failed): the token is put back, so the
+    // client's retry refreshes instead of being taken for a replay that ends the
+    // login.
+    let give_back = || async {
+        let back = model::put(
+            store,
+            REFRESH,
+            &key,
+            &record,
+            model::until(now, record.expires_at),
+        )
+        .await;
+        let unmarked = store.delete(USED_REFRESH, &key).await;
+        if let Err(err) = back.and(unmarked) {
+            tracing::warn!(client_id = %client.client_id, error = %err, "oauth proxy cannot give a refresh token back");
+        }
+        unavailable()
+    };
     let set = match current_set(inner, &record.set_id).await {
         Ok(s) => s,
         Err(SetError::Gone) => return bad("invalid_grant", "the login has ended; log in again"),
-        Err(SetError::Unavailable) => {
-            // Nothing was issued: the client may retry with the same token.
-            let _ = store.delete(USED_REFRESH, &key).await;
-            let _ = model::put(
-                store,
-                REFRESH,
-                &key,
-                &record,
-                model::until(now, record.expires_at),
-            )
-            .await;
-            return unavailable();
-        }
+        Err(SetError::Unavailable) => return give_back().await,
     };
-    issue(
+    match issue(
         inner,
         &client,
         &record.set_id,
@@ -283,7 +305,15 @@ async fn refresh_token(
         "refresh_token",
     )
     .await
+    {
+        Ok(response) => response,
+        Err(NotIssued) => give_back().await,
+    }
 }
+
+/// [`issue`] gave the client nothing: the store or the random number generator
+/// failed. The caller gives back what the grant spent and answers 503.
+struct NotIssued;
 
 /// Issues the proxy's access token (and, when the upstream set can be refreshed,
 /// a refresh token) for the token set `set_id`.
@@ -294,7 +324,7 @@ async fn issue(
     set: &TokenSet,
     scopes: &[String],
     grant_type: &str,
-) -> Response<Body> {
+) -> Result<Response<Body>, NotIssued> {
     let now = inner.clock.now();
     let now_s = model::unix(now);
     let wanted = now_s.saturating_add(inner.access_lifetime.as_secs());
@@ -306,10 +336,10 @@ async fn issue(
         _ => wanted.min(set.access_expires_at),
     };
     if exp <= now_s {
-        return bad("invalid_grant", "the login has ended; log in again");
+        return Ok(bad("invalid_grant", "the login has ended; log in again"));
     }
     let Ok(jti) = crypto::random_token() else {
-        return unavailable();
+        return Err(NotIssued);
     };
     let claims = OwnClaims {
         iss: inner.base.clone(),
@@ -322,7 +352,7 @@ async fn issue(
         exp,
     };
     let Ok(access_token) = inner.tokens.mint(&claims) else {
-        return unavailable();
+        return Err(NotIssued);
     };
     let store = inner.store.as_ref();
     let record = JtiRecord {
@@ -333,7 +363,7 @@ async fn issue(
         .await
         .is_err()
     {
-        return unavailable();
+        return Err(NotIssued);
     }
     let mut body = json!({
         "access_token": access_token,
@@ -344,7 +374,8 @@ async fn issue(
     if let (Some(_), Some(refresh_exp)) = (&set.refresh_token, set.refresh_expires_at) {
         let refresh_exp = refresh_exp.min(now_s.saturating_add(inner.refresh_lifetime.as_secs()));
         let Ok(refresh) = crypto::random_token() else {
-            return unavailable();
+            let _ = store.delete(JTIS, &jti).await;
+            return Err(NotIssued);
         };
         let record = RefreshRecord {
             set_id: set_id.to_owned(),
@@ -363,7 +394,9 @@ async fn issue(
         .await
         .is_err()
         {
-            return unavailable();
+            // The access token was never handed out: its record goes too.
+            let _ = store.delete(JTIS, &jti).await;
+            return Err(NotIssued);
         }
         if let Some(map) = body.as_object_mut() {
             map.insert("refresh_token".into(), json!(refresh));
@@ -377,7 +410,7 @@ async fn issue(
         outcome = "issued",
         "oauth proxy token"
     );
-    json_response(StatusCode::OK, &body)
+    Ok(json_response(StatusCode::OK, &body))
 }
 
 /// `POST /revoke` (RFC 7009): an access or refresh token of the proxy, and the
