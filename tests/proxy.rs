@@ -1361,6 +1361,39 @@ async fn json_endpoints_allow_browser_clients_and_pages_do_not() {
     assert!(r.headers().get("access-control-allow-origin").is_none());
 }
 
+/// The domain rotates refresh tokens: once it has answered a refresh, the old one
+/// is spent. A store that fails a write or a read right after (once or twice) must
+/// not lose the new one, which ended the login at the next refresh.
+#[tokio::test]
+async fn a_store_failing_after_an_upstream_refresh_does_not_lose_the_login() {
+    let env = env_with(Options {
+        upstream_ttl: Duration::from_secs(300),
+        ..Options::default()
+    })
+    .await;
+    let client_id = env.register().await;
+    let code = env.login(&client_id).await["code"].clone();
+    let tokens = env.redeem(&client_id, &code).await;
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(env.mcp(&access).await.0, StatusCode::OK);
+    for (call, collection, times) in [(Call::Put, "set", 2), (Call::Get, "revoked", 2)] {
+        // The domain's token has expired: this call refreshes it.
+        env.clock.advance(Duration::from_secs(350));
+        let refreshes = env.emu.counters().refresh_grants;
+        for _ in 0..times {
+            env.failures.arm(call, collection);
+        }
+        let (status, body) = env.mcp(&access).await;
+        assert_eq!(status, StatusCode::OK, "{call:?} {collection}: {body}");
+        assert_eq!(env.failures.pending(), 0, "{call:?} {collection}");
+        assert_eq!(env.emu.counters().refresh_grants, refreshes + 1);
+    }
+    // The rotated refresh token was kept: the next refresh works too.
+    env.clock.advance(Duration::from_secs(350));
+    assert_eq!(env.mcp(&access).await.0, StatusCode::OK);
+    assert_eq!(env.store.count("set"), 1);
+}
+
 #[tokio::test]
 async fn transient_refresh_failures_keep_the_login() {
     let env = env_with(Options {

@@ -16,13 +16,17 @@ use crate::secret::SecretString;
 const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 /// The collection of the cross-replica refresh locks, one per token set.
 const REFRESH_LOCKS: &str = "refresh_lock";
-/// The holder's work at the domain (refresh, then validation of the new token,
-/// each under the HTTP client's 15 s total timeout) is cut off after this long...
-const REFRESH_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(40);
+/// The holder's work at the domain, the refresh and then the validation of the new
+/// token (each under the HTTP client's 15 s total timeout), is cut off after this
+/// long each...
+const REFRESH_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(20);
+/// ...and its store calls are tried this many times (a rotated refresh token that
+/// is not stored is lost, and the login with it)...
+const STORE_ATTEMPTS: u32 = 3;
 /// ...so a refresh lock outlives a holder that died or stalled mid-refresh by
-/// this: longer than the holder's worst case (the upstream work plus its store
-/// writes).
-const REFRESH_LOCK_TTL: Duration = Duration::from_secs(60);
+/// this: longer than the holder's worst case (the lock and the read, 40 s at the
+/// domain, three tries each of the write and the revocation check at up to 5 s).
+const REFRESH_LOCK_TTL: Duration = Duration::from_secs(90);
 /// A replica waiting for another's refresh re-reads the set this often...
 const REFRESH_WAIT_STEP: Duration = Duration::from_millis(50);
 /// ...for at most this long in all (store calls included), then gives up for
@@ -264,14 +268,13 @@ async fn refresh_set(inner: &Inner, set_id: &str) -> Result<TokenSet, SetError> 
             Err(SetError::Gone)
         };
     };
-    let outcome = tokio::time::timeout(REFRESH_UPSTREAM_TIMEOUT, async {
-        let tokens = inner.upstream.refresh(refresh_token).await?;
-        let access = inner.upstream.validate(&tokens.access_token).await?;
-        Ok::<_, crate::error::Error>((tokens, access))
-    })
+    let refreshed = tokio::time::timeout(
+        REFRESH_UPSTREAM_TIMEOUT,
+        inner.upstream.refresh(refresh_token),
+    )
     .await;
-    let (tokens, access) = match outcome {
-        Ok(Ok(x)) => x,
+    let tokens = match refreshed {
+        Ok(Ok(tokens)) => tokens,
         Ok(Err(err)) if err.oauth_error() == Some("invalid_grant") => {
             tracing::info!(client_id = %set.client_id, outcome = "refused", error = %err, "oauth proxy upstream refresh");
             return refused(inner, set_id, refresh_token).await;
@@ -289,8 +292,26 @@ async fn refresh_set(inner: &Inner, set_id: &str) -> Result<TokenSet, SetError> 
             };
         }
     };
-    let Some(access_expires_at) = access.expires_at().map(model::unix) else {
-        return Err(SetError::Unavailable);
+    // From here the domain may have rotated the refresh token: the old one is
+    // spent, so the new one is stored whatever happens to the new access token.
+    let checked = tokio::time::timeout(
+        REFRESH_UPSTREAM_TIMEOUT,
+        inner.upstream.validate(&tokens.access_token),
+    )
+    .await;
+    let validated = match checked {
+        Ok(Ok(access)) => access
+            .expires_at()
+            .map(model::unix)
+            .map(|expires_at| (access, expires_at)),
+        Ok(Err(err)) => {
+            tracing::warn!(client_id = %set.client_id, outcome = "unvalidated", error = %err, "oauth proxy upstream refresh");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(client_id = %set.client_id, outcome = "unvalidated", "oauth proxy upstream refresh: validation timed out");
+            None
+        }
     };
     let (refresh_token, refresh_expires_at) = match tokens.refresh_token {
         Some(rt) => (
@@ -305,26 +326,28 @@ async fn refresh_set(inner: &Inner, set_id: &str) -> Result<TokenSet, SetError> 
         ),
         None => (set.refresh_token.clone(), set.refresh_expires_at),
     };
+    // An access token that could not be checked is not used: the set keeps the
+    // old one, with the new refresh token, and the next call refreshes again.
+    let (access_token, access_expires_at) = match &validated {
+        Some((_, expires_at)) => (tokens.access_token.clone(), *expires_at),
+        None => (set.access_token.clone(), set.access_expires_at),
+    };
     let new = TokenSet {
-        access_token: tokens.access_token.clone(),
+        access_token,
         access_expires_at,
         refresh_token,
         refresh_expires_at,
         subject: set.subject.clone(),
         client_id: set.client_id.clone(),
     };
-    model::put(
-        store,
-        SETS,
-        set_id,
-        &new,
-        model::until(now, new.expires_at()),
-    )
-    .await
-    .map_err(|_| SetError::Unavailable)?;
+    let ttl = model::until(now, new.expires_at());
+    if let Err(err) = retried(|| model::put(store, SETS, set_id, &new, ttl)).await {
+        tracing::warn!(client_id = %set.client_id, error = %err, "oauth proxy cannot store a refreshed login; the domain's rotated refresh token is lost");
+        return Err(SetError::Unavailable);
+    }
     // A revocation while the domain answered deleted the set; the put above must
-    // not bring it back. A failing store fails closed.
-    match inner.store.get(REVOKED, set_id).await {
+    // not bring it back. A store that cannot tell fails closed.
+    match retried(|| inner.store.get(REVOKED, set_id)).await {
         Ok(None) => {}
         revoked => {
             let _ = store.delete(SETS, set_id).await;
@@ -333,16 +356,44 @@ async fn refresh_set(inner: &Inner, set_id: &str) -> Result<TokenSet, SetError> 
             return Err(if revoked.is_ok() {
                 SetError::Gone
             } else {
+                tracing::warn!(client_id = %set.client_id, "oauth proxy cannot check a refreshed login for revocation; it ends");
                 SetError::Unavailable
             });
         }
     }
+    let Some((access, _)) = validated else {
+        return if still_valid {
+            Ok(new)
+        } else {
+            Err(SetError::Unavailable)
+        };
+    };
     inner
         .parsed
         .insert(set_id.to_owned(), Arc::new((tokens.access_token, access)))
         .await;
     tracing::info!(client_id = %set.client_id, outcome = "refreshed", expires_in = upstream::secs(model::until(now, access_expires_at)), "oauth proxy upstream refresh");
     Ok(new)
+}
+
+/// `call`, tried up to [`STORE_ATTEMPTS`] times, 50 then 250 ms apart.
+async fn retried<T, F, Fut>(call: F) -> crate::error::Result<T>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = crate::error::Result<T>>,
+{
+    let mut pause = Duration::from_millis(50);
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Err(_) if attempt < STORE_ATTEMPTS => {
+                tokio::time::sleep(pause).await;
+                pause = pause.saturating_mul(5);
+                attempt += 1;
+            }
+            answer => return answer,
+        }
+    }
 }
 
 /// The domain refused `refused_token`: the login ends, unless another refresher
