@@ -1394,6 +1394,24 @@ async fn a_store_failing_after_an_upstream_refresh_does_not_lose_the_login() {
     assert_eq!(env.store.count("set"), 1);
 }
 
+/// A client's registration lives 30 days from its last grant, refreshes included:
+/// a login refreshed every day for longer keeps working (it ended on day 30 with
+/// `invalid_client`, the registration gone).
+#[tokio::test]
+async fn a_client_that_keeps_refreshing_keeps_its_registration() {
+    let env = env().await;
+    let client_id = env.register().await;
+    let code = env.login(&client_id).await["code"].clone();
+    let tokens = env.redeem(&client_id, &code).await;
+    let mut refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    for day in 1..=32 {
+        env.clock.advance(Duration::from_secs(24 * 3600));
+        let (status, _, body) = env.refresh(&client_id, &refresh).await;
+        assert_eq!(status, StatusCode::OK, "day {day}: {body}");
+        refresh = body["refresh_token"].as_str().unwrap().to_owned();
+    }
+}
+
 #[tokio::test]
 async fn transient_refresh_failures_keep_the_login() {
     let env = env_with(Options {

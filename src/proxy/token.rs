@@ -182,12 +182,6 @@ async fn authorization_code(
         Err(SetError::Gone) => return bad("invalid_grant", "the login has ended"),
         Err(SetError::Unavailable) => return give_back().await,
     };
-    // A client that logged someone in is kept for 30 days from now (registered,
-    // it had an hour).
-    if let Err(err) = model::put(store, CLIENTS, &client.client_id, &client, CLIENT_LIFETIME).await
-    {
-        tracing::warn!(client_id = %client.client_id, error = %err, "oauth proxy cannot extend a client's registration");
-    }
     match issue(
         inner,
         &client,
@@ -410,6 +404,11 @@ async fn issue(
         outcome = "issued",
         "oauth proxy token"
     );
+    // A client in use is kept for 30 days from its last grant (registered, it had
+    // an hour): its logins outlive that only while it refreshes them.
+    if let Err(err) = model::put(store, CLIENTS, &client.client_id, client, CLIENT_LIFETIME).await {
+        tracing::warn!(client_id = %client.client_id, error = %err, "oauth proxy cannot extend a client's registration");
+    }
     Ok(json_response(StatusCode::OK, &body))
 }
 
