@@ -1412,6 +1412,42 @@ async fn a_client_that_keeps_refreshing_keeps_its_registration() {
     }
 }
 
+/// The domain answers a refresh with an access token the proxy cannot validate
+/// (and a rotated refresh token): the old token keeps serving while valid, and the
+/// callers that follow do not each refresh again (each was a rotation and a round
+/// trip to a domain whose tokens cannot be read).
+#[tokio::test]
+async fn an_unvalidated_refresh_keeps_the_old_token_and_is_not_repeated_at_once() {
+    let env = env_with(Options {
+        upstream_ttl: Duration::from_secs(300),
+        ..Options::default()
+    })
+    .await;
+    let client_id = env.register().await;
+    let code = env.login(&client_id).await["code"].clone();
+    let tokens = env.redeem(&client_id, &code).await;
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let (_, first) = env.mcp(&access).await;
+    // Within the refresh margin: this call refreshes.
+    env.clock.advance(Duration::from_secs(250));
+    env.emu.inject_fault(
+        Fault::Respond {
+            status: 200,
+            body: r#"{"access_token":"not-a-jwt","token_type":"Bearer","expires_in":3600,"refresh_token":"rotated"}"#.into(),
+        },
+        1,
+    );
+    let requests = env.emu.counters().exchange_requests;
+    for _ in 0..4 {
+        assert_eq!(env.mcp(&access).await, (StatusCode::OK, first.clone()));
+    }
+    assert_eq!(
+        env.emu.counters().exchange_requests,
+        requests + 1,
+        "one refresh, not one per call"
+    );
+}
+
 #[tokio::test]
 async fn transient_refresh_failures_keep_the_login() {
     let env = env_with(Options {

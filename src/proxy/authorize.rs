@@ -150,7 +150,8 @@ pub(super) async fn authorize(
             "The application is not registered with this server (or its registration expired). Register it again.",
         );
     };
-    // Exactly a registered URI, still allowed by the current allow-list.
+    // A registered URI (a loopback one on any port), still allowed by the current
+    // allow-list.
     let Some(redirect_uri) = params.get("redirect_uri").filter(|r| {
         client
             .redirect_uris

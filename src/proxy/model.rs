@@ -34,7 +34,7 @@ pub(super) struct Client {
 }
 
 /// How long a registered client is kept once it has redeemed a code: 30 days
-/// (from its latest redemption).
+/// from its latest grant (a code or a refresh).
 pub(super) const CLIENT_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 /// How long a registered client is kept until it redeems a code: an hour, so
 /// that unauthenticated registrations nobody logs in with do not pile up.

@@ -169,10 +169,12 @@ async fn authorization_code(
     // client's retry redeems it instead of being taken for a replay that ends the
     // login.
     let give_back = || async {
+        // The marker goes first: a retry that redeems the code given back writes
+        // its own, which must stay.
         let code = crypto::sha256_b64(code);
-        let back = model::put(store, CODES, &code, &grant, CODE_LIFETIME).await;
         let unmarked = store.delete(USED_CODES, &code).await;
-        if let Err(err) = back.and(unmarked) {
+        let back = model::put(store, CODES, &code, &grant, CODE_LIFETIME).await;
+        if let Err(err) = unmarked.and(back) {
             tracing::warn!(client_id = %client.client_id, error = %err, "oauth proxy cannot give a code back");
         }
         unavailable()
@@ -271,6 +273,9 @@ async fn refresh_token(
     // client's retry refreshes instead of being taken for a replay that ends the
     // login.
     let give_back = || async {
+        // The marker goes first: a retry that spends the token given back writes
+        // its own, which must stay.
+        let unmarked = store.delete(USED_REFRESH, &key).await;
         let back = model::put(
             store,
             REFRESH,
@@ -279,8 +284,7 @@ async fn refresh_token(
             model::until(now, record.expires_at),
         )
         .await;
-        let unmarked = store.delete(USED_REFRESH, &key).await;
-        if let Err(err) = back.and(unmarked) {
+        if let Err(err) = unmarked.and(back) {
             tracing::warn!(client_id = %client.client_id, error = %err, "oauth proxy cannot give a refresh token back");
         }
         unavailable()

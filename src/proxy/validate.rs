@@ -27,6 +27,9 @@ const STORE_ATTEMPTS: u32 = 3;
 /// this: longer than the holder's worst case (the lock and the read, 40 s at the
 /// domain, three tries each of the write and the revocation check at up to 5 s).
 const REFRESH_LOCK_TTL: Duration = Duration::from_secs(90);
+/// After a refresh whose new access token could not be validated, this process
+/// leaves the set alone this long (the old token serves while it is valid).
+pub(super) const UNVALIDATED_BACKOFF: Duration = Duration::from_secs(10);
 /// A replica waiting for another's refresh re-reads the set this often...
 const REFRESH_WAIT_STEP: Duration = Duration::from_millis(50);
 /// ...for at most this long in all (store calls included), then gives up for
@@ -261,6 +264,13 @@ async fn refresh_set(inner: &Inner, set_id: &str) -> Result<TokenSet, SetError> 
     }
     let now = inner.clock.now();
     let still_valid = set.access_expires_at > model::unix(now);
+    if inner.unvalidated.contains_key(set_id) {
+        return if still_valid {
+            Ok(set)
+        } else {
+            Err(SetError::Unavailable)
+        };
+    }
     let Some(refresh_token) = set.refresh_token.as_deref() else {
         return if still_valid {
             Ok(set)
@@ -362,6 +372,7 @@ async fn refresh_set(inner: &Inner, set_id: &str) -> Result<TokenSet, SetError> 
         }
     }
     let Some((access, _)) = validated else {
+        inner.unvalidated.insert(set_id.to_owned(), ()).await;
         return if still_valid {
             Ok(new)
         } else {
