@@ -159,6 +159,11 @@ pub(super) fn names_registered(registered: &str, requested: &str) -> bool {
     let (Ok(a), Ok(b)) = (Url::parse(registered), Url::parse(requested)) else {
         return false;
     };
+    // Only a URI written as the parser writes it: no control characters it strips,
+    // no case, dot segments or encodings it normalises.
+    if b.as_str() != requested {
+        return false;
+    }
     let loopback = |u: &Url| {
         u.scheme() == "http"
             && match u.host() {
@@ -216,6 +221,12 @@ mod tests {
             ("http://127.0.0.1:1/cb", "http://127.0.0.1:2/cb#f"),
             ("http://localhost:1/cb", "http://localhost.evil.com:1/cb"),
             ("http://127.0.0.1:1/cb", "not a url"),
+            // Not written as the parser writes it.
+            ("http://127.0.0.1:1/cb", "http://127.0.0.1:2/cb\u{0}"),
+            ("http://127.0.0.1:1/cb", " http://127.0.0.1:2/cb"),
+            ("http://127.0.0.1:1/cb", "HTTP://127.0.0.1:2/cb"),
+            ("http://127.0.0.1:1/cb", "http://127.0.0.1:2/x/../cb"),
+            ("http://127.0.0.1:1/cb", "http://127.0.0.1:02/cb"),
         ] {
             assert!(!names_registered(registered, requested), "{requested}");
         }
