@@ -72,6 +72,14 @@ fn set_cookie(inner: &Inner, txn_id: &str, value: &str, max_age: u64) -> Option<
     set_cookie_named(inner, &cookie_name(inner, txn_id), value, max_age)
 }
 
+/// Clears a transaction's consent cookie in `response` (its login is over).
+fn clear_cookie(inner: &Inner, txn_id: &str, mut response: Response<Body>) -> Response<Body> {
+    if let Some(cookie) = set_cookie(inner, txn_id, "", 0) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
 /// The request's cookies as (name, value) pairs, in the order the browser sent
 /// them (oldest first among cookies of one path, RFC 6265 section 5.4).
 fn cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
@@ -381,16 +389,13 @@ pub(super) async fn consent_post(
         Some("deny") => {
             let _ = inner.store.delete(TRANSACTIONS, txn_id).await;
             tracing::info!(client_id = %txn.client_id, outcome = "denied", "oauth proxy consent");
-            let mut response = client_error(
+            let response = client_error(
                 &txn.redirect_uri,
                 "access_denied",
                 txn.state.as_deref(),
                 &inner.base,
             );
-            if let Some(cookie) = set_cookie(&inner, txn_id, "", 0) {
-                response.headers_mut().append(header::SET_COOKIE, cookie);
-            }
-            response
+            clear_cookie(&inner, txn_id, response)
         }
         Some("approve") => {
             txn.approved = true;
@@ -408,12 +413,7 @@ pub(super) async fn consent_post(
             match upstream_redirect(&inner, txn_id, &txn).await {
                 Ok(response) => response,
                 // The login is over (the transaction is dropped): so is its cookie.
-                Err(mut response) => {
-                    if let Some(cookie) = set_cookie(&inner, txn_id, "", 0) {
-                        response.headers_mut().append(header::SET_COOKIE, cookie);
-                    }
-                    response
-                }
+                Err(response) => clear_cookie(&inner, txn_id, response),
             }
         }
         _ => bad_request("The consent form has no valid action."),
@@ -451,11 +451,8 @@ pub(super) async fn callback(
     if !matches!(inner.store.take(TRANSACTIONS, txn_id).await, Ok(Some(_))) {
         return bad_request(stale);
     }
-    let mut response = complete(&inner, &txn, &params).await;
-    if let Some(cookie) = set_cookie(&inner, txn_id, "", 0) {
-        response.headers_mut().append(header::SET_COOKIE, cookie);
-    }
-    response
+    let response = complete(&inner, &txn, &params).await;
+    clear_cookie(&inner, txn_id, response)
 }
 
 async fn complete(inner: &Inner, txn: &Transaction, params: &Params) -> Response<Body> {

@@ -2,12 +2,14 @@
 //! the proxy's own tokens; the domain's never leave the server.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use http::{Response, StatusCode};
+use serde::Serialize;
 use serde_json::json;
 
 use super::model::{
@@ -18,6 +20,7 @@ use super::pages::{Params, json_response, oauth_error, read_form};
 use super::tokens::OwnClaims;
 use super::validate::{SetError, current_set, end_set};
 use super::{Inner, crypto};
+use crate::store::Store;
 
 fn bad(code: &str, description: &str) -> Response<Body> {
     oauth_error(StatusCode::BAD_REQUEST, code, description)
@@ -122,14 +125,14 @@ async fn authorization_code(
         Err(response) => return response,
     };
     let store = inner.store.as_ref();
+    // The code is stored and looked up by its hash, never as itself.
+    let code_key = crypto::sha256_b64(code);
     // Atomically single-use: of two concurrent redemptions, one finds nothing.
-    let grant = match model::take::<CodeGrant>(store, CODES, &crypto::sha256_b64(code)).await {
+    let grant = match model::take::<CodeGrant>(store, CODES, &code_key).await {
         Ok(Some(g)) => g,
         Ok(None) => {
             // RFC 6749 section 4.1.2: a code used twice revokes what it gave.
-            if let Ok(Some(set_id)) =
-                model::take::<String>(store, USED_CODES, &crypto::sha256_b64(code)).await
-            {
+            if let Ok(Some(set_id)) = model::take::<String>(store, USED_CODES, &code_key).await {
                 let _ = end_set(inner, &set_id).await;
                 tracing::warn!(client_id = %client.client_id, outcome = "code_reused", "oauth proxy token");
             }
@@ -157,32 +160,19 @@ async fn authorization_code(
         tracing::info!(client_id = %client.client_id, grant_type = "authorization_code", outcome = "refused", "oauth proxy token");
         return bad("invalid_grant", description);
     }
-    let _ = model::put(
-        store,
-        USED_CODES,
-        &crypto::sha256_b64(code),
-        &grant.set_id,
-        CODE_LIFETIME,
-    )
-    .await;
-    // Nothing issued after all (the store failed): the code is put back, so the
-    // client's retry redeems it instead of being taken for a replay that ends the
-    // login.
-    let give_back = || async {
-        // The marker goes first: a retry that redeems the code given back writes
-        // its own, which must stay.
-        let code = crypto::sha256_b64(code);
-        let unmarked = store.delete(USED_CODES, &code).await;
-        let back = model::put(store, CODES, &code, &grant, CODE_LIFETIME).await;
-        if let Err(err) = unmarked.and(back) {
-            tracing::warn!(client_id = %client.client_id, error = %err, "oauth proxy cannot give a code back");
-        }
-        unavailable()
+    let _ = model::put(store, USED_CODES, &code_key, &grant.set_id, CODE_LIFETIME).await;
+    let undo = || {
+        let spent = Spent {
+            collection: CODES,
+            used: USED_CODES,
+            key: &code_key,
+        };
+        give_back(store, spent, &grant, CODE_LIFETIME, &client.client_id)
     };
     let set = match current_set(inner, &grant.set_id).await {
         Ok(s) => s,
         Err(SetError::Gone) => return bad("invalid_grant", "the login has ended"),
-        Err(SetError::Unavailable) => return give_back().await,
+        Err(SetError::Unavailable) => return undo().await,
     };
     match issue(
         inner,
@@ -195,7 +185,7 @@ async fn authorization_code(
     .await
     {
         Ok(response) => response,
-        Err(NotIssued) => give_back().await,
+        Err(NotIssued) => undo().await,
     }
 }
 
@@ -269,30 +259,19 @@ async fn refresh_token(
         model::until(now, record.expires_at),
     )
     .await;
-    // Nothing issued after all (the store failed): the token is put back, so the
-    // client's retry refreshes instead of being taken for a replay that ends the
-    // login.
-    let give_back = || async {
-        // The marker goes first: a retry that spends the token given back writes
-        // its own, which must stay.
-        let unmarked = store.delete(USED_REFRESH, &key).await;
-        let back = model::put(
-            store,
-            REFRESH,
-            &key,
-            &record,
-            model::until(now, record.expires_at),
-        )
-        .await;
-        if let Err(err) = unmarked.and(back) {
-            tracing::warn!(client_id = %client.client_id, error = %err, "oauth proxy cannot give a refresh token back");
-        }
-        unavailable()
+    let undo = || {
+        let spent = Spent {
+            collection: REFRESH,
+            used: USED_REFRESH,
+            key: &key,
+        };
+        let ttl = model::until(now, record.expires_at);
+        give_back(store, spent, &record, ttl, &client.client_id)
     };
     let set = match current_set(inner, &record.set_id).await {
         Ok(s) => s,
         Err(SetError::Gone) => return bad("invalid_grant", "the login has ended; log in again"),
-        Err(SetError::Unavailable) => return give_back().await,
+        Err(SetError::Unavailable) => return undo().await,
     };
     match issue(
         inner,
@@ -305,13 +284,40 @@ async fn refresh_token(
     .await
     {
         Ok(response) => response,
-        Err(NotIssued) => give_back().await,
+        Err(NotIssued) => undo().await,
     }
 }
 
 /// [`issue`] gave the client nothing: the store or the random number generator
 /// failed. The caller gives back what the grant spent and answers 503.
 struct NotIssued;
+
+/// What a grant spent: its record's collection, the collection of its "used"
+/// markers (which detect a replay), and the key (a hash of the code or token).
+struct Spent<'a> {
+    collection: &'static str,
+    used: &'static str,
+    key: &'a str,
+}
+
+/// Nothing was issued after all (the store failed): puts back what the grant
+/// spent, so the client's retry succeeds instead of being taken for a replay that
+/// ends the login, and answers 503. The marker goes first: a retry that spends
+/// what was given back writes its own, which must stay.
+async fn give_back<T: Serialize>(
+    store: &dyn Store,
+    spent: Spent<'_>,
+    record: &T,
+    ttl: Duration,
+    client_id: &str,
+) -> Response<Body> {
+    let unmarked = store.delete(spent.used, spent.key).await;
+    let back = model::put(store, spent.collection, spent.key, record, ttl).await;
+    if let Err(err) = unmarked.and(back) {
+        tracing::warn!(client_id, collection = spent.collection, error = %err, "oauth proxy cannot give back what a failed grant spent");
+    }
+    unavailable()
+}
 
 /// Issues the proxy's access token (and, when the upstream set can be refreshed,
 /// a refresh token) for the token set `set_id`.

@@ -337,7 +337,8 @@ async fn refresh_set(inner: &Inner, set_id: &str) -> Result<TokenSet, SetError> 
         None => (set.refresh_token.clone(), set.refresh_expires_at),
     };
     // An access token that could not be checked is not used: the set keeps the
-    // old one, with the new refresh token, and the next call refreshes again.
+    // old one, with the new refresh token, and a call after the back-off
+    // (`UNVALIDATED_BACKOFF`) refreshes again.
     let (access_token, access_expires_at) = match &validated {
         Some((_, expires_at)) => (tokens.access_token.clone(), *expires_at),
         None => (set.access_token.clone(), set.access_expires_at),
