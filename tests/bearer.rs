@@ -577,6 +577,57 @@ async fn a_key_published_later_is_accepted_after_the_refetch_interval() {
     assert_eq!(domain.jwks_requests(), 2);
 }
 
+/// Defect: a token signed with a key the domain published during a JWKS outage was
+/// refused as invalid (401, "signing key is unknown": a client drops its token and
+/// logs in again) although the keys could not be fetched, and it stayed refused for
+/// the whole refetch interval (60 s) after the domain came back.
+#[tokio::test]
+async fn a_key_rotated_during_an_outage_is_unavailable_then_accepted_soon_after() {
+    let k1 = key();
+    let domain = Domain::start(&[("k1", &k1)]).await;
+    let clock = clock();
+    let auth = auth(&domain.url, &clock);
+    auth.validate(&signed(&k1, &rs256("k1"), &claims(&domain, START)))
+        .await
+        .unwrap();
+    domain.set_mode(Mode::Down);
+    let k2 = key();
+    domain.publish("k2", &k2);
+    clock.advance(Duration::from_secs(61));
+    let now = START + 61;
+    let rotated = signed(&k2, &rs256("k2"), &claims(&domain, now));
+    let err = auth.validate(&rotated).await.expect_err("domain down");
+    assert_eq!(err.kind(), ErrorKind::Transport, "{err}");
+    assert_eq!(
+        domain.jwks_requests(),
+        1,
+        "the first fetch only: discovery is down"
+    );
+    // Within the retry delay after the failure: no new fetch, still unavailable.
+    let err = auth.validate(&rotated).await.expect_err("still down");
+    assert_eq!(err.kind(), ErrorKind::Transport, "{err}");
+    // Known keys keep working through the outage.
+    auth.validate(&signed(&k1, &rs256("k1"), &claims(&domain, now)))
+        .await
+        .expect("k1 still trusted");
+
+    domain.set_mode(Mode::Up);
+    clock.advance(Duration::from_secs(6));
+    let mut accepted = false;
+    for _ in 0..50 {
+        if auth.validate(&rotated).await.is_ok() {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        accepted,
+        "rotated key trusted within seconds of the domain's return"
+    );
+    assert_eq!(domain.jwks_requests(), 2);
+}
+
 #[test]
 fn no_input_makes_validation_panic() {
     use proptest::prelude::*;

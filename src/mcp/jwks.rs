@@ -28,13 +28,21 @@ const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
 pub(super) const MAX_KEYS: usize = 64;
 /// Longest wait for one document.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a failed fetch, the next may start this soon (or after the refetch
+/// interval, if shorter): a key the domain published during an outage is fetched
+/// within seconds of its return, not a whole refetch interval later. Only an
+/// unreachable domain shortens the interval, so attacker-chosen kids still cost at
+/// most one fetch per interval from a healthy one.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 
 /// Why no key is available for a token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Miss {
-    /// The keys are known and trusted, but none has this `kid`.
+    /// The keys are known and trusted, none has this `kid`, and the last fetch
+    /// succeeded.
     Unknown,
-    /// No trusted keys: never fetched, or older than the maximum age.
+    /// No trusted keys (never fetched, or older than the maximum age), or the last
+    /// fetch failed: the `kid` may be a key published since.
     Unavailable,
 }
 
@@ -57,6 +65,8 @@ struct Keys {
     attempted_at: Option<SystemTime>,
     /// A fetch task is running.
     fetching: bool,
+    /// The last fetch that ended failed.
+    failed: bool,
     /// Bumped by every successful fetch: a validation remembered with the keys of
     /// an older generation is checked again (its key may have been withdrawn).
     generation: u64,
@@ -176,7 +186,7 @@ impl KeyCache {
     }
 
     fn miss(&self, keys: &Keys, now: SystemTime) -> Miss {
-        if self.trusted(keys, now) && !keys.by_kid.is_empty() {
+        if self.trusted(keys, now) && !keys.by_kid.is_empty() && !keys.failed {
             Miss::Unknown
         } else {
             Miss::Unavailable
@@ -184,13 +194,18 @@ impl KeyCache {
     }
 
     /// Claims a fetch unless one is running or the last attempt was within the
-    /// refetch interval; records the attempt first. The caller spawns the claimed
-    /// fetch once it has released the lock.
+    /// refetch interval ([`RETRY_AFTER_FAILURE`] after a failure); records the
+    /// attempt first. The caller spawns the claimed fetch once it has released the
+    /// lock.
     fn start_fetch(self: &Arc<Self>, keys: &mut Keys, now: SystemTime) -> Option<FetchDone> {
-        let recent = keys.attempted_at.is_some_and(|at| {
-            now.duration_since(at)
-                .is_ok_and(|since| since < self.settings.refetch_interval)
-        });
+        let interval = if keys.failed {
+            self.settings.refetch_interval.min(RETRY_AFTER_FAILURE)
+        } else {
+            self.settings.refetch_interval
+        };
+        let recent = keys
+            .attempted_at
+            .is_some_and(|at| now.duration_since(at).is_ok_and(|since| since < interval));
         if keys.fetching || recent {
             return None;
         }
@@ -213,9 +228,11 @@ impl KeyCache {
                 keys.by_kid = by_kid;
                 keys.fetched_at = Some(attempted_at);
                 keys.generation = keys.generation.wrapping_add(1);
+                keys.failed = false;
             }
             Err(error) => {
                 tracing::warn!(domain, latency_ms, error = %error, "jwks fetch failed");
+                self.lock().failed = true;
             }
         }
     }
