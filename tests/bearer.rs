@@ -577,6 +577,49 @@ async fn a_key_published_later_is_accepted_after_the_refetch_interval() {
     assert_eq!(domain.jwks_requests(), 2);
 }
 
+/// Defect: a token signed with a key the domain had just rolled to was refused as
+/// invalid (401: its client drops the token and logs the user in again) until the
+/// refetch interval (60 s) since the last fetch had passed. A token that says it
+/// was issued after the keys in hand were fetched now fetches them again after 5 s;
+/// one that predates them is still refused at once, without a fetch.
+#[tokio::test]
+async fn a_key_the_domain_rolled_to_is_trusted_at_its_first_token() {
+    let k1 = key();
+    let domain = Domain::start(&[("k1", &k1)]).await;
+    let clock = clock();
+    let auth = auth(&domain.url, &clock);
+    auth.validate(&signed(&k1, &rs256("k1"), &claims(&domain, START)))
+        .await
+        .unwrap();
+    let k2 = key();
+    domain.publish("k2", &k2);
+    clock.advance(Duration::from_secs(10));
+    let rolled = signed(&k2, &rs256("k2"), &claims(&domain, START + 10));
+    auth.validate(&rolled)
+        .await
+        .expect("fetched for a token newer than the keys");
+    assert_eq!(domain.jwks_requests(), 2);
+
+    // An unknown kid on a token older than the keys: invalid, no fetch.
+    let stray = key();
+    let old = signed(&stray, &rs256("k9"), &claims(&domain, START));
+    let err = auth.validate(&old).await.expect_err("unknown kid");
+    assert_eq!(err.kind(), ErrorKind::SignatureRejected, "{err}");
+    // One that says it is newer, within 5 s of the last fetch: it cannot be told
+    // yet (503, retry), and it does not fetch.
+    clock.advance(Duration::from_secs(1));
+    let newer = signed(&stray, &rs256("k9"), &claims(&domain, START + 11));
+    let err = auth.validate(&newer).await.expect_err("not fetched yet");
+    assert_eq!(err.kind(), ErrorKind::Transport, "{err}");
+    assert_eq!(domain.jwks_requests(), 2);
+    // After 5 s it fetches once; the kid is still unknown and the token predates
+    // that fetch: invalid.
+    clock.advance(Duration::from_secs(5));
+    let err = auth.validate(&newer).await.expect_err("unknown kid");
+    assert_eq!(err.kind(), ErrorKind::SignatureRejected, "{err}");
+    assert_eq!(domain.jwks_requests(), 3);
+}
+
 /// Defect: a token signed with a key the domain published during a JWKS outage was
 /// refused as invalid (401, "signing key is unknown": a client drops its token and
 /// logs in again) although the keys could not be fetched, and it stayed refused for

@@ -12,11 +12,13 @@ mod common;
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use oci_token_exchange::{AccessToken, BearerAuth, Emulator, UserTokenOptions};
+use oci_token_exchange::{
+    AccessToken, BearerAuth, Clock as _, Emulator, SystemClock, UserTokenOptions,
+};
 use rmcp::ServiceExt as _;
 use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::transport::StreamableHttpClientTransport;
@@ -245,7 +247,8 @@ async fn probe(server: &Server, authorization: Option<String>) -> (u16, Option<S
 
 fn now_secs() -> u64 {
     #[allow(clippy::disallowed_methods)] // the emulator's tokens use the real clock here
-    SystemTime::now()
+    SystemClock
+        .now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
         .as_secs()
@@ -406,8 +409,14 @@ async fn missing_scopes_get_403_and_bogus_kids_cannot_hammer_the_domain() {
     );
     assert!(challenge.contains("scope=\"oci:read\""), "{challenge}");
 
-    // 50 tokens naming unknown keys: at most one extra JWKS fetch per interval.
-    let payload = unscoped.split('.').nth(1).unwrap().to_owned();
+    // 50 tokens naming unknown keys, issued before the keys were fetched: refused
+    // (401), and not one JWKS fetch more within the refetch interval.
+    let issued_before = SystemClock.now() - Duration::from_secs(600);
+    let old = emulator.mint_user_token_with(&UserTokenOptions::new("eli").claim(
+        "iat",
+        json!(issued_before.duration_since(UNIX_EPOCH).unwrap().as_secs()),
+    ));
+    let payload = old.split('.').nth(1).unwrap().to_owned();
     for i in 0..50 {
         let header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"RS256","kid":"bogus-{i}"}}"#));
         let response = post(format!("{header}.{payload}.c2ln")).await.unwrap();
@@ -418,6 +427,22 @@ async fn missing_scopes_get_403_and_bogus_kids_cannot_hammer_the_domain() {
         counters.jwks_requests, 1,
         "keys fetched once, then rate-limited: {counters:?}"
     );
+    // Tokens that say they were issued an hour from now (so after the fetch, and
+    // perhaps with a key published since): 503, to try again, and at most one
+    // more fetch (one per 5 s).
+    let later = SystemClock.now() + Duration::from_secs(3600);
+    let newer = emulator.mint_user_token_with(&UserTokenOptions::new("eli").claim(
+        "iat",
+        json!(later.duration_since(UNIX_EPOCH).unwrap().as_secs()),
+    ));
+    let payload = newer.split('.').nth(1).unwrap().to_owned();
+    for i in 0..20 {
+        let header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"RS256","kid":"new-{i}"}}"#));
+        let response = post(format!("{header}.{payload}.c2ln")).await.unwrap();
+        assert_eq!(response.status(), 503);
+    }
+    let counters = emulator.counters();
+    assert!(counters.jwks_requests <= 2, "{counters:?}");
 
     // Without an audience, building fails unless any audience is explicitly allowed.
     let err = BearerAuth::builder()

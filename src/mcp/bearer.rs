@@ -130,6 +130,11 @@ struct Remembered {
 ///   (`{domain}/.well-known/openid-configuration`), RS256 only; keys are cached and
 ///   re-fetched when a token names an unknown `kid`, at most once per refetch
 ///   interval (default 60 s), so a flood of bogus `kid`s cannot hammer the domain.
+///   A token that says (`iat`, unverified) it was issued after the keys in hand
+///   were fetched, or any token after a failed fetch, may name a key the domain
+///   rolled to since: for those the interval is 5 s, and while a fetch cannot be
+///   made the answer is 503 (try again), not 401 (log in again). A token that
+///   predates the keys and names none of them is refused at once.
 ///   Fetches run in the background: tokens naming a known key never wait for the
 ///   domain. Keys are refreshed hourly, keys under 2048 bits are ignored, and keys
 ///   not refreshed for the maximum key age (default 24 h) are no longer trusted
@@ -241,7 +246,8 @@ impl BearerAuthBuilder {
         self
     }
 
-    /// Minimum time between JWKS fetches caused by unknown `kid`s (default 60 s).
+    /// Minimum time between JWKS fetches caused by unknown `kid`s (default 60 s;
+    /// at most 5 s after a failed fetch or for tokens issued after the last one).
     #[must_use]
     pub fn jwks_refetch_interval(mut self, interval: Duration) -> Self {
         self.refetch_interval = Some(interval);
@@ -491,15 +497,18 @@ impl BearerAuth {
         if header.alg != jsonwebtoken::Algorithm::RS256 || header.crit.is_some() {
             return Err(Rejection::invalid("the token is not an RS256 JWT"));
         }
-        let (key, issuer, generation) =
-            inner
-                .keys
-                .key_for(header.kid.as_deref())
-                .await
-                .map_err(|miss| match miss {
-                    Miss::Unknown => Rejection::invalid("the token's signing key is unknown"),
-                    Miss::Unavailable => Rejection::unavailable(),
-                })?;
+        let (key, issuer, generation) = inner
+            .keys
+            .key_for(header.kid.as_deref(), || {
+                jwt::Claims::decode(token, ErrorKind::SignatureRejected, "the token")
+                    .ok()
+                    .and_then(|claims| claims.time("iat"))
+            })
+            .await
+            .map_err(|miss| match miss {
+                Miss::Unknown => Rejection::invalid("the token's signing key is unknown"),
+                Miss::Unavailable => Rejection::unavailable(),
+            })?;
         let claims = jwt::verify(token, &key, Some(&issuer), inner.audience.as_deref())
             .map_err(|refusal| Rejection::invalid(refusal.describe()))?;
         let now = inner.clock.now();

@@ -28,21 +28,23 @@ const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
 pub(super) const MAX_KEYS: usize = 64;
 /// Longest wait for one document.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
-/// After a failed fetch, the next may start this soon (or after the refetch
-/// interval, if shorter): a key the domain published during an outage is fetched
-/// within seconds of its return, not a whole refetch interval later. Only an
-/// unreachable domain shortens the interval, so attacker-chosen kids still cost at
-/// most one fetch per interval from a healthy one.
-const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
+/// The shorter refetch interval (or the refetch interval, if shorter) that applies
+/// after a failed fetch, and to a token that says it was issued after the keys in
+/// hand were fetched: a key the domain rolled to since, or during an outage, is
+/// fetched within seconds, not a whole refetch interval later. Tokens that predate
+/// the keys (and whose kid the keys lack) still cost at most one fetch per refetch
+/// interval; forged ones claiming to be newer, at most one per this interval.
+const SHORT_REFETCH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Why no key is available for a token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Miss {
-    /// The keys are known and trusted, none has this `kid`, and the last fetch
-    /// succeeded.
+    /// The keys are known and trusted, none has this `kid`, the last fetch
+    /// succeeded, and the token does not say it was issued after it started.
     Unknown,
-    /// No trusted keys (never fetched, or older than the maximum age), or the last
-    /// fetch failed: the `kid` may be a key published since.
+    /// No trusted keys (never fetched, or older than the maximum age), or the
+    /// `kid` may name a key published since the keys in hand were fetched: the last
+    /// fetch failed, or the token says it was issued after that fetch started.
     Unavailable,
 }
 
@@ -104,11 +106,18 @@ impl KeyCache {
     /// The key for `kid` (without a kid, only an unambiguous single key), the
     /// issuer and the keys' generation. Known keys are answered at once (stale ones refreshed in the
     /// background); an unknown kid waits for a fetch, at most one per refetch
-    /// interval.
+    /// interval ([`SHORT_REFETCH_INTERVAL`] after a failed fetch, or when
+    /// `issued_at`, the token's unverified `iat`, read only on a miss, is later
+    /// than the keys in hand).
     pub(super) async fn key_for(
         self: &Arc<Self>,
         kid: Option<&str>,
+        issued_at: impl FnOnce() -> Option<SystemTime>,
     ) -> std::result::Result<(DecodingKey, String, u64), Miss> {
+        if let Some(found) = self.known(kid) {
+            return Ok(found);
+        }
+        let issued_at = issued_at();
         let mut fetched = {
             let mut keys = self.lock();
             let now = self.settings.clock.now();
@@ -117,19 +126,14 @@ impl KeyCache {
                 .then(|| lookup(&keys, kid))
                 .flatten()
             {
-                let start = refresh_due(&keys, now)
-                    .then(|| self.start_fetch(&mut keys, now))
-                    .flatten();
-                drop(keys);
-                if let Some(fetch) = start {
-                    fetch.spawn(now);
-                }
+                // Fetched meanwhile.
                 return Ok(found);
             }
-            let start = self.start_fetch(&mut keys, now);
+            let newer = issued_after(&keys, issued_at);
+            let start = self.start_fetch(&mut keys, now, newer);
             if start.is_none() && !keys.fetching {
                 // Rate-limited: answer from what is known, without asking the domain.
-                return Err(self.miss(&keys, now));
+                return Err(self.miss(&keys, now, newer));
             }
             // Subscribed under the lock: the fetch cannot end before this.
             let fetched = self.fetched.subscribe();
@@ -151,8 +155,26 @@ impl KeyCache {
             .flatten()
         {
             Some(found) => Ok(found),
-            None => Err(self.miss(&keys, now)),
+            None => Err(self.miss(&keys, now, issued_after(&keys, issued_at))),
         }
+    }
+
+    /// A trusted key named `kid`, starting the hourly refresh when it is due.
+    fn known(self: &Arc<Self>, kid: Option<&str>) -> Option<(DecodingKey, String, u64)> {
+        let mut keys = self.lock();
+        let now = self.settings.clock.now();
+        let found = self
+            .trusted(&keys, now)
+            .then(|| lookup(&keys, kid))
+            .flatten()?;
+        let start = refresh_due(&keys, now)
+            .then(|| self.start_fetch(&mut keys, now, false))
+            .flatten();
+        drop(keys);
+        if let Some(fetch) = start {
+            fetch.spawn(now);
+        }
+        Some(found)
     }
 
     /// Whether a validation made with `kid`'s key in `generation` still stands: no
@@ -167,7 +189,7 @@ impl KeyCache {
             && key_of(&keys, kid).is_some()
             && keys.issuer.is_some();
         let start = (stands && refresh_due(&keys, now))
-            .then(|| self.start_fetch(&mut keys, now))
+            .then(|| self.start_fetch(&mut keys, now, false))
             .flatten();
         drop(keys);
         if let Some(fetch) = start {
@@ -185,8 +207,8 @@ impl KeyCache {
         })
     }
 
-    fn miss(&self, keys: &Keys, now: SystemTime) -> Miss {
-        if self.trusted(keys, now) && !keys.by_kid.is_empty() && !keys.failed {
+    fn miss(&self, keys: &Keys, now: SystemTime, newer: bool) -> Miss {
+        if self.trusted(keys, now) && !keys.by_kid.is_empty() && !keys.failed && !newer {
             Miss::Unknown
         } else {
             Miss::Unavailable
@@ -194,12 +216,17 @@ impl KeyCache {
     }
 
     /// Claims a fetch unless one is running or the last attempt was within the
-    /// refetch interval ([`RETRY_AFTER_FAILURE`] after a failure); records the
-    /// attempt first. The caller spawns the claimed fetch once it has released the
-    /// lock.
-    fn start_fetch(self: &Arc<Self>, keys: &mut Keys, now: SystemTime) -> Option<FetchDone> {
-        let interval = if keys.failed {
-            self.settings.refetch_interval.min(RETRY_AFTER_FAILURE)
+    /// refetch interval ([`SHORT_REFETCH_INTERVAL`] after a failure, or for a
+    /// token `newer` than the keys); records the attempt first. The caller spawns
+    /// the claimed fetch once it has released the lock.
+    fn start_fetch(
+        self: &Arc<Self>,
+        keys: &mut Keys,
+        now: SystemTime,
+        newer: bool,
+    ) -> Option<FetchDone> {
+        let interval = if keys.failed || newer {
+            self.settings.refetch_interval.min(SHORT_REFETCH_INTERVAL)
         } else {
             self.settings.refetch_interval
         };
@@ -352,6 +379,18 @@ impl Drop for FetchDone {
 /// Whether the keys in hand are due for their hourly refresh (made in the
 /// background while they still answer). A clock that moved back before the fetch
 /// makes them not due.
+/// Whether a token issued at `issued_at` (its unverified `iat`) says it was issued
+/// in a later second than the fetch of the keys in hand started: its key may have
+/// been published since. Whole seconds, as `iat` is: a token of the fetch's own
+/// second counts as older.
+fn issued_after(keys: &Keys, issued_at: Option<SystemTime>) -> bool {
+    let secs = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    };
+    issued_at.is_some_and(|iat| keys.fetched_at.is_none_or(|at| secs(iat) > secs(at)))
+}
+
 fn refresh_due(keys: &Keys, now: SystemTime) -> bool {
     keys.fetched_at
         .and_then(|at| now.duration_since(at).ok())
