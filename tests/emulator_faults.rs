@@ -414,3 +414,78 @@ async fn concurrent_requests_meet_exactly_their_fraction() {
     assert_eq!(token_request(&http, &emulator).await.unwrap().0, 401);
     assert!(format!("{control:?}").contains("FaultControl"));
 }
+
+fn kid_of(token: &str) -> String {
+    use base64::Engine as _;
+    let header = token.split('.').next().unwrap();
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .unwrap();
+    let header: serde_json::Value = serde_json::from_slice(&header).unwrap();
+    header["kid"].as_str().unwrap().to_owned()
+}
+
+async fn published_kids(http: &reqwest::Client, emulator: &Emulator) -> Vec<String> {
+    let url = emulator
+        .domain_url()
+        .join("/admin/v1/SigningCert/jwk")
+        .unwrap();
+    let jwks: serde_json::Value = http.get(url).send().await.unwrap().json().await.unwrap();
+    jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Key rotation, as an identity domain rolls its signing key: new tokens carry the
+/// new kid, the JWKS lists the new key and the one before it, the exchange accepts
+/// tokens of both and refuses those of a retired key.
+#[tokio::test]
+async fn the_user_token_key_rotates() {
+    let emulator = Emulator::builder().start().await.unwrap();
+    let http = http();
+    let client = TokenExchange::builder()
+        .domain_url(emulator.domain_url().as_str())
+        .client_credentials(emulator.client_id(), emulator.client_secret().clone())
+        .max_attempts(1)
+        .build()
+        .unwrap();
+    let first = emulator.mint_user_token("ann");
+    let first_kid = kid_of(&first);
+    assert_eq!(
+        published_kids(&http, &emulator).await,
+        std::slice::from_ref(&first_kid)
+    );
+
+    let second_kid = emulator.rotate_user_token_key().await.unwrap();
+    assert_ne!(second_kid, first_kid);
+    let second = emulator.mint_user_token("ann");
+    assert_eq!(kid_of(&second), second_kid);
+    assert_eq!(
+        published_kids(&http, &emulator).await,
+        [second_kid.clone(), first_kid.clone()]
+    );
+    for token in [&first, &second] {
+        client
+            .exchange(&SecretString::new(token.clone()), KEY.public_key())
+            .await
+            .expect("both published keys are accepted");
+    }
+
+    let third_kid = emulator.rotate_user_token_key().await.unwrap();
+    assert_eq!(
+        published_kids(&http, &emulator).await,
+        [third_kid, second_kid]
+    );
+    let err = client
+        .exchange(&SecretString::new(first), KEY.public_key())
+        .await
+        .expect_err("the retired key's token");
+    assert_eq!(err.kind(), ErrorKind::ExchangeRejected, "{err}");
+    client
+        .exchange(&SecretString::new(second), KEY.public_key())
+        .await
+        .expect("the previous key's token");
+}

@@ -344,7 +344,11 @@ impl EmulatorBuilder {
             issuer: base.clone(),
             client_id: self.client_id,
             client_secret: self.client_secret,
-            user_key: keys.0,
+            user_keys: Mutex::new(UserKeys {
+                current: (USER_TOKEN_KID.to_owned(), Arc::new(keys.0)),
+                previous: None,
+                rotations: 0,
+            }),
             upst_key: keys.1,
             upst_ttl: self.upst_ttl,
             clock: self.clock,
@@ -379,7 +383,8 @@ pub(crate) struct State {
     issuer: String,
     client_id: String,
     client_secret: SecretString,
-    user_key: SigningKey,
+    /// The keys that sign user tokens (both published in the JWKS).
+    user_keys: Mutex<UserKeys>,
     upst_key: SigningKey,
     upst_ttl: Duration,
     clock: Arc<dyn Clock>,
@@ -400,6 +405,14 @@ pub(crate) struct State {
     /// Live refresh tokens, by token.
     refresh: Mutex<HashMap<String, RefreshGrant>>,
     last_authorization: Mutex<Option<Vec<(String, String)>>>,
+}
+
+/// The user-token signing keys, by kid: the one signing new tokens, and the one
+/// before it (still published, still accepted) after a rotation.
+struct UserKeys {
+    current: (String, Arc<SigningKey>),
+    previous: Option<(String, Arc<SigningKey>)>,
+    rotations: u64,
 }
 
 /// What an authorization code stands for until redeemed.
@@ -452,6 +465,25 @@ impl State {
         unix_secs(self.clock.now())
     }
 
+    fn user_keys(&self) -> std::sync::MutexGuard<'_, UserKeys> {
+        self.user_keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The key signing new user tokens, and its kid.
+    fn user_key(&self) -> (String, Arc<SigningKey>) {
+        self.user_keys().current.clone()
+    }
+
+    /// The published user-token keys (the current one first), by kid.
+    pub(crate) fn published_user_keys(&self) -> Vec<(String, Arc<SigningKey>)> {
+        let keys = self.user_keys();
+        std::iter::once(keys.current.clone())
+            .chain(keys.previous.clone())
+            .collect()
+    }
+
     /// A user token signed with the key in the JWKS (what `mint_user_token` and the
     /// login grants issue).
     fn mint(&self, options: &UserTokenOptions) -> String {
@@ -480,7 +512,8 @@ impl State {
         claims.extend(options.extra.clone());
         // Signing with the emulator's own in-memory key fails only if the backend is
         // broken; an empty token is then refused everywhere, never a panic.
-        crate::jwt::encode(&self.user_key, USER_TOKEN_KID, &claims).unwrap_or_default()
+        let (kid, key) = self.user_key();
+        crate::jwt::encode(&key, &kid, &claims).unwrap_or_default()
     }
 
     fn login_subject(&self) -> String {
@@ -586,6 +619,25 @@ impl Emulator {
     #[must_use]
     pub fn mint_user_token_with(&self, options: &UserTokenOptions) -> String {
         self.state.mint(options)
+    }
+
+    /// Rolls the key that signs user tokens, as an identity domain rolls its signing
+    /// key: from now on tokens are signed with a new key under a new kid; the JWKS
+    /// lists the new key and the one before it, and the exchange accepts tokens of
+    /// both. A second rotation retires the oldest. Returns the new kid.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Crypto`] if key generation fails.
+    pub async fn rotate_user_token_key(&self) -> Result<String> {
+        let key = tokio::task::spawn_blocking(|| SigningKey::generate(KeySize::Rsa2048))
+            .await
+            .map_err(|_| Error::new(ErrorKind::Crypto, "key generation task failed"))??;
+        let mut keys = self.state.user_keys();
+        keys.rotations = keys.rotations.saturating_add(1);
+        let kid = format!("{USER_TOKEN_KID}-{}", keys.rotations);
+        let retired = std::mem::replace(&mut keys.current, (kid.clone(), Arc::new(key)));
+        keys.previous = Some(retired);
+        Ok(kid)
     }
 
     /// Changes the demo user the authorization endpoint logs in from now on (codes

@@ -19,11 +19,11 @@ use super::faults::count_fault;
 use super::login;
 use super::{
     EMULATOR_TENANCY_OCID, Emulator, Fault, FaultEndpoint, RecordedExchange, State, UPST_KID,
-    USER_TOKEN_KID, random_id, unix_secs,
+    random_id, unix_secs,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::jwt;
-use crate::key::PublicKey;
+use crate::key::{PublicKey, SigningKey};
 use crate::protocol::{GRANT_TYPE, RPST_TYPE, SUBJECT_TOKEN_TYPE, UPST_TYPE};
 use crate::signing::{KeyId, SignableBody, SignableRequest, VerifyOptions, verify};
 
@@ -190,14 +190,18 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Reply {
             return reply;
         }
         state.counters().jwks_requests += 1;
-        let key = state.user_key.public_key();
-        json_response(
-            StatusCode::OK,
-            &json!({"keys": [{
-                "kty": "RSA", "kid": USER_TOKEN_KID, "use": "sig", "alg": "RS256",
-                "n": key.jwk_n(), "e": key.jwk_e(),
-            }]}),
-        )
+        let keys: Vec<Value> = state
+            .published_user_keys()
+            .iter()
+            .map(|(kid, key)| {
+                let key = key.public_key();
+                json!({
+                    "kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256",
+                    "n": key.jwk_n(), "e": key.jwk_e(),
+                })
+            })
+            .collect();
+        json_response(StatusCode::OK, &json!({ "keys": keys }))
     } else {
         control_plane(&state, &parts, &body)
     };
@@ -528,19 +532,17 @@ fn exchange(
             "subject_token is required",
         )
     })?;
-    let subject = jwt::verify_issued(
-        subject_token,
-        state.user_key.public_key(),
-        USER_TOKEN_KID,
-        None,
-    )
-    .ok_or_else(|| {
-        refuse(
-            StatusCode::BAD_REQUEST,
-            "invalid_grant",
-            "subject token signature is not valid",
-        )
-    })?;
+    let subject = state
+        .published_user_keys()
+        .iter()
+        .find_map(|(kid, key)| jwt::verify_issued(subject_token, key.public_key(), kid, None))
+        .ok_or_else(|| {
+            refuse(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "subject token signature is not valid",
+            )
+        })?;
     if subject.get("iss").and_then(Value::as_str) != Some(state.issuer.as_str()) {
         return Err(refuse(
             StatusCode::BAD_REQUEST,
@@ -610,11 +612,10 @@ fn exchange(
     claims.insert("iat".into(), json!(now));
     claims.insert("exp".into(), json!(exp));
     claims.insert("jti".into(), json!(random_id()));
-    let bound = if bind_other_key {
-        state.user_key.public_key()
-    } else {
-        &public_key
-    };
+    let other_key = bind_other_key.then(|| state.user_key().1);
+    let bound = other_key
+        .as_deref()
+        .map_or(&public_key, SigningKey::public_key);
     claims.insert("jwk".into(), json!(bound.to_jwk_json(Some("session"))));
     let upst = jwt::encode(&state.upst_key, UPST_KID, &claims).map_err(|_| {
         refuse(
