@@ -72,6 +72,9 @@ fn rejudge(report: &Value, users: usize, bound_s: f64) -> fault_checks::Verdict 
         redis_outage_ms: faults["redis_outage_ms"]
             .as_array()
             .map(|w| (num(&w[0]), num(&w[1]))),
+        jwks_outage_ms: faults["jwks_outage_ms"]
+            .as_array()
+            .map(|w| (num(&w[0]), num(&w[1]))),
         token_faults_by_user,
         session_rejections: faults["session_rejections"].as_u64().unwrap(),
         exchanges: report["exchanges"].as_u64().unwrap(),
@@ -152,6 +155,15 @@ fn assert_survived(code: i32, report: &Value, stderr: &str) {
         "{summary}"
     );
     assert_eq!(faults["session_rejections"], 1, "{summary}");
+    // The domain rolled its key as its JWKS went down, and the server's fetches of
+    // the new key met the outage (discovery is fetched first).
+    assert!(faults["rotated_kid"].is_string(), "{summary}");
+    assert!(
+        served["discovery/status"].as_u64().unwrap_or(0)
+            + served["discovery/drop_connection"].as_u64().unwrap_or(0)
+            > 0,
+        "{summary}"
+    );
     assert!(verdict.visits > USERS as u64, "users came back: {summary}");
     assert_eq!(verdict.identity_mismatch, 0);
     assert_eq!(verdict.users_ok_after_faults, USERS as u64);

@@ -129,7 +129,9 @@ pub async fn connect(
 /// A short, stable kind for an initialize failure.
 fn classify_init(message: &str) -> String {
     let m = message.to_ascii_lowercase();
-    if m.contains("401") || m.contains("unauthorized") || m.contains("auth") {
+    if m.contains("503") || m.contains("service unavailable") {
+        "unavailable".to_owned()
+    } else if m.contains("401") || m.contains("unauthorized") || m.contains("auth") {
         "unauthorized".to_owned()
     } else if m.contains("connect") || m.contains("refused") || m.contains("reset") {
         "connection".to_owned()

@@ -12,10 +12,14 @@
 //!    [`GRACE_MS`] of its restart) is counted apart, as the store's failure; and
 //!    `tool_error:reauthentication_required` ending after the visit's token expired
 //!    (the visit's connect + the token's lifetime) is the user's own token running
-//!    out (a slow call on a loaded machine), counted apart too.
+//!    out (a slow call on a loaded machine), counted apart too; and a connect refused
+//!    503 (`connect:unavailable`: the bearer check cannot fetch the domain's keys)
+//!    that starts while the JWKS is down, or within [`JWKS_RETRY_MS`] +
+//!    [`GRACE_MS`] of its return, is the outage's, counted apart (the domain rolled
+//!    its key as the JWKS went down, so new tokens name a key not yet fetched).
 //! 3. `no_identity_mix`: no `whoami` names another user.
 //! 4. `recovered`: every call that starts [`GRACE_MS`] after the last fault ends
-//!    succeeds, and every user makes at least one (so every user works again
+//!    (after the JWKS's return plus [`JWKS_RETRY_MS`], if later) succeeds, and every user makes at least one (so every user works again
 //!    without a restart).
 //! 5. `no_exchange_storm`: session tokens issued <= visits (users arriving with a
 //!    new token) + session rejections served (each may force one refresh); and
@@ -31,6 +35,11 @@ use serde::Serialize;
 pub const GRACE_MS: f64 = 3000.0;
 /// Token-endpoint attempts per exchange (the library's default `max_attempts`).
 pub const MAX_ATTEMPTS: u64 = 3;
+/// How soon the bearer check fetches the keys again after a failed fetch (the
+/// library's retry delay).
+pub const JWKS_RETRY_MS: f64 = 5000.0;
+/// The outcome of a connect whose token's key could not be fetched (HTTP 503).
+pub const KEYS_UNAVAILABLE: &str = "connect:unavailable";
 /// The one outcome kind a failed exchange may give a call.
 pub const EXCHANGE_FAILURE: &str = "tool_error:oci_auth_failed";
 
@@ -62,6 +71,8 @@ pub struct Facts {
     pub faults_end_ms: f64,
     /// When Redis was down (stopped, restarted), in ms, if it was.
     pub redis_outage_ms: Option<(f64, f64)>,
+    /// When the JWKS was down (its key rolled at the start), in ms.
+    pub jwks_outage_ms: Option<(f64, f64)>,
     /// Injected token-endpoint faults met by each user's exchange attempts.
     pub token_faults_by_user: BTreeMap<usize, u64>,
     /// Control-plane session rejections served (each may force one refresh).
@@ -101,6 +112,8 @@ pub struct Verdict {
     pub failed_during_redis_outage: u64,
     /// Failed asking for a new login after the visit's token expired.
     pub failed_token_expired: u64,
+    /// Connects refused 503 while the JWKS was down (their token's key unfetched).
+    pub failed_keys_unavailable: u64,
     /// Failed otherwise (must be 0), with up to 10 examples.
     pub failed_unexplained: u64,
     pub unexplained_examples: Vec<String>,
@@ -153,7 +166,11 @@ pub fn judge(calls: &[Call], facts: &Facts) -> Verdict {
         exchange_requests: facts.exchange_requests,
         ..Verdict::default()
     };
-    let after = facts.faults_end_ms + GRACE_MS;
+    // A key rolled during the JWKS outage is fetched within the retry delay of
+    // the JWKS's return.
+    let after = facts.jwks_outage_ms.map_or(facts.faults_end_ms, |(_, up)| {
+        facts.faults_end_ms.max(up + JWKS_RETRY_MS)
+    }) + GRACE_MS;
     let mut ok_after = BTreeSet::new();
     let mut exchange_failures_by_user: BTreeMap<usize, u64> = BTreeMap::new();
     let mut exchange_failures = 0_u64;
@@ -213,6 +230,9 @@ pub fn judge(calls: &[Call], facts: &Facts) -> Verdict {
             .get(&call.user)
             .copied()
             .unwrap_or(0);
+        let in_jwks_outage = facts.jwks_outage_ms.is_some_and(|(down, up)| {
+            call.started_ms >= down && call.started_ms <= up + JWKS_RETRY_MS + GRACE_MS
+        });
         let in_redis_outage = facts
             .redis_outage_ms
             .is_some_and(|(down, up)| call.started_ms >= down && call.started_ms <= up + GRACE_MS);
@@ -224,6 +244,8 @@ pub fn judge(calls: &[Call], facts: &Facts) -> Verdict {
             v.failed_during_redis_outage += 1;
         } else if call.outcome == "tool_error:reauthentication_required" && token_expired(call) {
             v.failed_token_expired += 1;
+        } else if call.outcome == KEYS_UNAVAILABLE && in_jwks_outage {
+            v.failed_keys_unavailable += 1;
         } else {
             v.failed_unexplained += 1;
             if v.unexplained_examples.len() < 10 {
@@ -267,11 +289,13 @@ pub fn judge(calls: &[Call], facts: &Facts) -> Verdict {
         v.failed_unexplained == 0,
         format!(
             "{} failed: {} by their own exchange's faults ({EXCHANGE_FAILURE}), {} while Redis \
-             was down, {} with their token expired, {} otherwise {:?}",
+             was down, {} with their token expired, {} refused while the JWKS was down, {} \
+             otherwise {:?}",
             v.failed,
             v.failed_explained,
             v.failed_during_redis_outage,
             v.failed_token_expired,
+            v.failed_keys_unavailable,
             v.failed_unexplained,
             v.unexplained_examples
         ),
@@ -285,9 +309,13 @@ pub fn judge(calls: &[Call], facts: &Facts) -> Verdict {
         "recovered",
         v.failed_after_faults == 0 && v.users_ok_after_faults == v.users,
         format!(
-            "after the faults (+{GRACE_MS} ms): {} calls, {} failed; {} of {} users made a \
+            "after {:.1} s (the faults, +{GRACE_MS} ms): {} calls, {} failed; {} of {} users made a \
              successful call",
-            v.calls_after_faults, v.failed_after_faults, v.users_ok_after_faults, v.users
+            after / 1000.0,
+            v.calls_after_faults,
+            v.failed_after_faults,
+            v.users_ok_after_faults,
+            v.users
         ),
     );
     expect(

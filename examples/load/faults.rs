@@ -10,8 +10,8 @@
 //! | `slow_domain` | 0.23 D | 0.31 D | every token request waits 2 s |
 //! | `connection_resets` | 0.31 D | 0.39 D | 25 % of token requests: connection reset (TCP RST) unanswered |
 //! | `garbage_responses` | 0.39 D | 0.47 D | 25 % of token requests: 200 with an HTML body |
-//! | `jwks_down` | 0.47 D | 0.57 D | JWKS and discovery answer 503 (first half), then close the connection |
-//! | `oci_401_one_user` | 0.57 D | 0.65 D | the control plane answers 401 to one active user's session, once |
+//! | `oci_401_one_user` | 0.47 D | 0.55 D | the control plane answers 401 to one active user's session, once |
+//! | `jwks_down` | 0.55 D | 0.65 D | JWKS and discovery answer 503 (first half), then close the connection; the domain rolls its signing key as they go down, so users arriving meanwhile carry a key the server has not fetched (it is fetched within 5 s of the JWKS's return: `recovered` allows for that) |
 //! | `redis_restart` | 0.65 D | 0.75 D | (`--redis`) Redis killed, started again empty after 0.08 D |
 //! | `recovery` | 0.75 D | D | nothing: every user must work again |
 //!
@@ -77,6 +77,11 @@ pub struct FaultReport {
     pub redis_outage_ms: Option<(f64, f64)>,
     /// A Redis restart that failed.
     pub redis_error: Option<String>,
+    /// When the JWKS and discovery were down, in ms.
+    pub jwks_outage_ms: Option<(f64, f64)>,
+    /// The kid the domain rolled to as they went down, or why it could not.
+    pub rotated_kid: Option<String>,
+    pub rotation_error: Option<String>,
     /// Faults served by `endpoint/kind` during the schedule.
     pub faults_served: BTreeMap<String, u64>,
     /// Token-endpoint faults met by each user's exchange attempts (by user index).
@@ -123,17 +128,52 @@ async fn phase(
     (from, to): (f64, f64),
     rules: Vec<FaultRule>,
 ) {
+    let started = begin(clock, control, from, rules).await;
+    end(clock, control, report, name, to, started).await;
+}
+
+/// A phase's faults in place.
+struct Started {
+    ids: Vec<FaultId>,
+    before: u64,
+    start_ms: f64,
+}
+
+/// Puts `rules` in place at `from`.
+async fn begin(clock: &Clock, control: &FaultControl, from: f64, rules: Vec<FaultRule>) -> Started {
     clock.until(from).await;
     let before = total(control);
     let start_ms = clock.ms();
-    let ids: Vec<FaultId> = rules.into_iter().map(|r| control.add(r)).collect();
-    clock.until(to).await;
-    for id in ids {
-        control.remove(id);
+    let ids = rules.into_iter().map(|r| control.add(r)).collect();
+    Started {
+        ids,
+        before,
+        start_ms,
     }
-    record(clock, control, report, name, start_ms, before);
 }
 
+/// Removes the phase's faults at `to` and records it.
+async fn end(
+    clock: &Clock,
+    control: &FaultControl,
+    report: &mut FaultReport,
+    name: &str,
+    to: f64,
+    started: Started,
+) {
+    clock.until(to).await;
+    for id in started.ids {
+        control.remove(id);
+    }
+    record(
+        clock,
+        control,
+        report,
+        name,
+        started.start_ms,
+        started.before,
+    );
+}
 fn record(
     clock: &Clock,
     control: &FaultControl,
@@ -158,11 +198,11 @@ fn record(
     report.faults_end_ms = end_ms;
 }
 
-/// The subject that most recently got a session token (polled for up to 3 s): a user
-/// in the middle of a visit.
-async fn active_subject(control: &FaultControl) -> Option<String> {
+/// The subject that most recently got a session token (polled every 100 ms until
+/// `until`): a user in the middle of a visit.
+async fn active_subject(control: &FaultControl, until: Instant) -> Option<String> {
     let before = control.counters().exchanges_by_subject;
-    for _ in 0..30 {
+    while Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let now = control.counters().exchanges_by_subject;
         if let Some((subject, _)) = now
@@ -240,33 +280,8 @@ pub async fn run(ctx: FaultContext) -> FaultReport {
         vec![token(Fault::GarbageBody, FaultRate::percent(25))],
     )
     .await;
-    phase(
-        &clock,
-        &control,
-        &mut report,
-        "jwks_down_503",
-        (0.47, 0.52),
-        vec![
-            FaultRule::jwks(Fault::Status(503)),
-            FaultRule::discovery(Fault::Status(503)),
-        ],
-    )
-    .await;
-    phase(
-        &clock,
-        &control,
-        &mut report,
-        "jwks_down_reset",
-        (0.52, 0.57),
-        vec![
-            FaultRule::jwks(Fault::DropConnection),
-            FaultRule::discovery(Fault::DropConnection),
-        ],
-    )
-    .await;
-
     // One active user's session refused once by the control plane.
-    clock.until(0.57).await;
+    clock.until(0.47).await;
     let before = total(&control);
     let start_ms = clock.ms();
     let index: HashMap<&str, usize> = ctx
@@ -276,11 +291,13 @@ pub async fn run(ctx: FaultContext) -> FaultReport {
         .map(|(i, s)| (s.as_str(), i))
         .collect();
     let mut rejection = None;
-    if let Some(subject) = active_subject(&control).await {
+    // Until a second before the phase ends.
+    let until = clock.start + clock.duration.mul_f64(0.55) - Duration::from_secs(1);
+    if let Some(subject) = active_subject(&control, until).await {
         report.rejected_user = index.get(subject.as_str()).copied();
         rejection = Some(control.add(FaultRule::reject_sessions_of(&subject).times(1)));
     }
-    clock.until(0.65).await;
+    clock.until(0.55).await;
     if let Some(id) = rejection {
         report.session_rejections = control.stats(id).served;
         control.remove(id);
@@ -293,6 +310,39 @@ pub async fn run(ctx: FaultContext) -> FaultReport {
         start_ms,
         before,
     );
+
+    // The domain rolls its signing key once its JWKS is down: tokens minted from now
+    // on name a key the server has never fetched, so their validation needs a fetch
+    // that fails (503 to the caller, not 401) until the JWKS is back.
+    let down = begin(
+        &clock,
+        &control,
+        0.55,
+        vec![
+            FaultRule::jwks(Fault::Status(503)),
+            FaultRule::discovery(Fault::Status(503)),
+        ],
+    )
+    .await;
+    let jwks_down_ms = down.start_ms;
+    match ctx.emulator.rotate_user_token_key().await {
+        Ok(kid) => report.rotated_kid = Some(kid),
+        Err(e) => report.rotation_error = Some(e.to_string()),
+    }
+    end(&clock, &control, &mut report, "jwks_down_503", 0.60, down).await;
+    phase(
+        &clock,
+        &control,
+        &mut report,
+        "jwks_down_reset",
+        (0.60, 0.65),
+        vec![
+            FaultRule::jwks(Fault::DropConnection),
+            FaultRule::discovery(Fault::DropConnection),
+        ],
+    )
+    .await;
+    report.jwks_outage_ms = Some((jwks_down_ms, clock.ms()));
 
     if let Some(redis) = &ctx.redis {
         clock.until(0.65).await;
@@ -375,6 +425,7 @@ pub fn check(
     let facts = checks::Facts {
         faults_end_ms: report.faults_end_ms,
         redis_outage_ms: report.redis_outage_ms,
+        jwks_outage_ms: report.jwks_outage_ms,
         token_faults_by_user: report.token_faults_by_user.clone(),
         session_rejections: report.session_rejections,
         ..run
@@ -383,6 +434,9 @@ pub fn check(
     let mut failures = verdict.failures();
     if let Some(e) = &report.redis_error {
         failures.push(format!("redis did not start again: {e}"));
+    }
+    if let Some(e) = &report.rotation_error {
+        failures.push(format!("the emulator could not roll its signing key: {e}"));
     }
     report.verdict = Some(verdict);
     failures

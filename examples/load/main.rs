@@ -396,6 +396,8 @@ impl Shared {
         }
         let Ok(connected) = connected else {
             self.progress.inc(u64::try_from(calls).unwrap_or(0));
+            // A client waits before it tries again (a soak's user comes back at once).
+            tokio::time::sleep(FAILED_CONNECT_PAUSE).await;
             return;
         };
         let paced_from = Instant::now();
@@ -436,6 +438,9 @@ impl Shared {
         connected.close(Duration::from_secs(5)).await;
     }
 }
+
+/// How long a user whose connect failed waits before its visit ends.
+const FAILED_CONNECT_PAUSE: Duration = Duration::from_millis(250);
 
 /// The soak's findings.
 #[derive(Debug, Default, Serialize)]

@@ -18,6 +18,9 @@
 //!   7 days; access tokens are exchangeable like [`Emulator::mint_user_token`]'s;
 //! - every grant needs `client_secret_basic`; token responses are `no-store`.
 //!
+//! The domain's user-token key can be rolled ([`Emulator::rotate_user_token_key`]) to
+//! test what a validator does when a token names a key it has not fetched yet.
+//!
 //! It checks what the real services check, so a request it accepts is shaped as OCI
 //! expects; it powers the quickstart, this crate's tests, and your own offline
 //! tests. It listens on `127.0.0.1` on a free port and stops when dropped.
