@@ -199,13 +199,19 @@ fn challenge(verifier: &str) -> String {
 
 impl Env {
     async fn register(&self) -> String {
+        self.register_for(&["authorization_code", "refresh_token"])
+            .await
+    }
+
+    /// Registers a client for `grant_types`.
+    async fn register_for(&self, grant_types: &[&str]) -> String {
         let response = self
             .http
             .post(format!("{}/register", self.base))
             .json(&json!({
                 "client_name": "Test <Client>",
                 "redirect_uris": [REDIRECT],
-                "grant_types": ["authorization_code", "refresh_token"],
+                "grant_types": grant_types,
                 "token_endpoint_auth_method": "none",
                 "response_types": ["code"],
                 "application_type": "native",
@@ -515,6 +521,45 @@ async fn full_flow_register_login_call_refresh_revoke() {
         env.revoke(&client_id, "unknown-token").await,
         StatusCode::OK
     );
+}
+
+/// Defect: a client registered without the `refresh_token` grant (RFC 7591
+/// `grant_types: ["authorization_code"]`) was given refresh tokens all the same,
+/// and could use them.
+#[tokio::test]
+async fn a_client_registered_without_refresh_gets_no_refresh_token() {
+    let env = env().await;
+    let client_id = env.register_for(&["authorization_code"]).await;
+    let code = env.login(&client_id).await["code"].clone();
+    let body = env.redeem(&client_id, &code).await;
+    assert!(body["access_token"].is_string(), "{body}");
+    assert!(body.get("refresh_token").is_none(), "{body}");
+    let (status, answer) = env.mcp(body["access_token"].as_str().unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+
+    // Nor may it refresh with another client's refresh token (or any other).
+    let refreshable = env.register().await;
+    let code = env.login(&refreshable).await["code"].clone();
+    let tokens = env.redeem(&refreshable, &code).await;
+    let refresh = tokens["refresh_token"].as_str().expect("registered for it");
+    let (status, _, body) = env
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", &client_id),
+            ("refresh_token", refresh),
+        ])
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "unauthorized_client", "{body}");
+    // The refreshable client's token was not spent by the attempt.
+    let (status, _, body) = env
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", &refreshable),
+            ("refresh_token", refresh),
+        ])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }
 
 #[tokio::test]

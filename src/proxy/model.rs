@@ -31,6 +31,15 @@ pub(super) struct Client {
     pub(super) client_name: Option<String>,
     pub(super) redirect_uris: Vec<String>,
     pub(super) issued_at: u64,
+    /// Registered with the `refresh_token` grant (as registrations without
+    /// `grant_types` are): only such a client is given refresh tokens. Records
+    /// stored before this field existed had it.
+    #[serde(default = "registered_for_refresh")]
+    pub(super) refresh: bool,
+}
+
+fn registered_for_refresh() -> bool {
+    true
 }
 
 /// How long a registered client is kept once it has redeemed a code: 30 days

@@ -229,6 +229,7 @@ pub(super) async fn register(
         client_name: client_name.clone(),
         redirect_uris: redirect_uris.clone(),
         issued_at,
+        refresh: grant_types.iter().any(|g| g == "refresh_token"),
     };
     if let Err(err) = model::put(
         inner.store.as_ref(),

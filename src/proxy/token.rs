@@ -201,6 +201,13 @@ async fn refresh_token(
         Ok(c) => c,
         Err(response) => return response,
     };
+    if !client.refresh {
+        // RFC 6749 section 5.2: the client did not register this grant.
+        return bad(
+            "unauthorized_client",
+            "the client is not registered for the refresh_token grant",
+        );
+    }
     let store = inner.store.as_ref();
     let key = crypto::sha256_b64(refresh);
     let record = match model::get::<RefreshRecord>(store, REFRESH, &key).await {
@@ -375,7 +382,10 @@ async fn issue(
         "expires_in": exp - now_s,
         "scope": claims.scope,
     });
-    if let (Some(_), Some(refresh_exp)) = (&set.refresh_token, set.refresh_expires_at) {
+    // Only to a client registered for the refresh_token grant.
+    if let (Some(_), Some(refresh_exp), true) =
+        (&set.refresh_token, set.refresh_expires_at, client.refresh)
+    {
         let refresh_exp = refresh_exp.min(now_s.saturating_add(inner.refresh_lifetime.as_secs()));
         let Ok(refresh) = crypto::random_token() else {
             let _ = store.delete(JTIS, &jti).await;
@@ -410,7 +420,7 @@ async fn issue(
         client_id = %client.client_id,
         grant_type,
         expires_in = exp - now_s,
-        refreshable = set.refresh_token.is_some(),
+        refreshable = set.refresh_token.is_some() && client.refresh,
         outcome = "issued",
         "oauth proxy token"
     );
