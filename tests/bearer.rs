@@ -234,8 +234,14 @@ async fn small_jwks_keys_are_not_trusted() {
     let k = key();
     let domain = Domain::start(&[("big", &k), ("small", &small)]).await;
     let auth = auth(&domain.url, &clock());
+    // Issued before the keys were fetched (a token of the fetch's own second might
+    // name a key rolled since, and gets 503 until the next fetch).
     let err = auth
-        .validate(&signed(&small, &rs256("small"), &claims(&domain, START)))
+        .validate(&signed(
+            &small,
+            &rs256("small"),
+            &claims(&domain, START - 60),
+        ))
         .await
         .expect_err("1024-bit key");
     assert_eq!(err.kind(), ErrorKind::SignatureRejected);
@@ -514,7 +520,14 @@ async fn forged_and_invalid_tokens_are_rejected() {
             "no aud",
             signed(&k, &rs256("k1"), &without(good.clone(), "aud")),
         ),
-        ("unknown kid", signed(&k, &rs256("k9"), &good)),
+        (
+            "unknown kid",
+            signed(
+                &k,
+                &rs256("k9"),
+                &with(good.clone(), "iat", json!(START - 60)),
+            ),
+        ),
         (
             "too long",
             signed(
@@ -602,8 +615,12 @@ async fn a_key_the_domain_rolled_to_is_trusted_at_its_first_token() {
 
     // An unknown kid on a token older than the keys: invalid, no fetch.
     let stray = key();
-    let old = signed(&stray, &rs256("k9"), &claims(&domain, START));
+    let old = signed(&stray, &rs256("k9"), &claims(&domain, START - 60));
     let err = auth.validate(&old).await.expect_err("unknown kid");
+    assert_eq!(err.kind(), ErrorKind::SignatureRejected, "{err}");
+    // Nor on one that says it was issued beyond the leeway ahead (forged).
+    let forged = signed(&stray, &rs256("k9"), &claims(&domain, START + 3600));
+    let err = auth.validate(&forged).await.expect_err("unknown kid");
     assert_eq!(err.kind(), ErrorKind::SignatureRejected, "{err}");
     // One that says it is newer, within 5 s of the last fetch: it cannot be told
     // yet (503, retry), and it does not fetch.
@@ -646,8 +663,12 @@ async fn a_key_rotated_during_an_outage_is_unavailable_then_accepted_soon_after(
         1,
         "the first fetch only: discovery is down"
     );
-    // Within the retry delay after the failure: no new fetch, still unavailable.
+    // Within the retry delay after the failure: no new fetch, still unavailable;
+    // also for a token older than the keys: the failed fetch is why.
     let err = auth.validate(&rotated).await.expect_err("still down");
+    assert_eq!(err.kind(), ErrorKind::Transport, "{err}");
+    let older = signed(&k2, &rs256("k2"), &claims(&domain, START - 60));
+    let err = auth.validate(&older).await.expect_err("still down");
     assert_eq!(err.kind(), ErrorKind::Transport, "{err}");
     // Known keys keep working through the outage.
     auth.validate(&signed(&k1, &rs256("k1"), &claims(&domain, now)))

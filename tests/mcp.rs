@@ -427,10 +427,27 @@ async fn missing_scopes_get_403_and_bogus_kids_cannot_hammer_the_domain() {
         counters.jwks_requests, 1,
         "keys fetched once, then rate-limited: {counters:?}"
     );
-    // Tokens that say they were issued an hour from now (so after the fetch, and
-    // perhaps with a key published since): 503, to try again, and at most one
-    // more fetch (one per 5 s).
-    let later = SystemClock.now() + Duration::from_secs(3600);
+    // Tokens that say they were issued an hour from now (beyond the leeway):
+    // forged, refused like the old ones, no fetch.
+    let forged = emulator.mint_user_token_with(&UserTokenOptions::new("eli").claim(
+        "iat",
+        json!(
+                (SystemClock.now() + Duration::from_secs(3600))
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs()
+            ),
+    ));
+    let payload = forged.split('.').nth(1).unwrap().to_owned();
+    let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","kid":"forged"}"#);
+    let response = post(format!("{header}.{payload}.c2ln")).await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(emulator.counters().jwks_requests, 1);
+    // Tokens that say they were issued after the keys were fetched (perhaps with a
+    // key published since): 503 with Retry-After, to try again, and at most one
+    // fetch per 5 s.
+    let started = tokio::time::Instant::now();
+    let later = SystemClock.now() + Duration::from_secs(2);
     let newer = emulator.mint_user_token_with(&UserTokenOptions::new("eli").claim(
         "iat",
         json!(later.duration_since(UNIX_EPOCH).unwrap().as_secs()),
@@ -440,9 +457,11 @@ async fn missing_scopes_get_403_and_bogus_kids_cannot_hammer_the_domain() {
         let header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"RS256","kid":"new-{i}"}}"#));
         let response = post(format!("{header}.{payload}.c2ln")).await.unwrap();
         assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()["retry-after"], "5");
     }
     let counters = emulator.counters();
-    assert!(counters.jwks_requests <= 2, "{counters:?}");
+    let allowed = 2 + started.elapsed().as_secs() / 5;
+    assert!(counters.jwks_requests <= allowed, "{counters:?}");
 
     // Without an audience, building fails unless any audience is explicitly allowed.
     let err = BearerAuth::builder()

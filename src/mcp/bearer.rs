@@ -130,11 +130,12 @@ struct Remembered {
 ///   (`{domain}/.well-known/openid-configuration`), RS256 only; keys are cached and
 ///   re-fetched when a token names an unknown `kid`, at most once per refetch
 ///   interval (default 60 s), so a flood of bogus `kid`s cannot hammer the domain.
-///   A token that says (`iat`, unverified) it was issued after the keys in hand
-///   were fetched, or any token after a failed fetch, may name a key the domain
-///   rolled to since: for those the interval is 5 s, and while a fetch cannot be
-///   made the answer is 503 (try again), not 401 (log in again). A token that
-///   predates the keys and names none of them is refused at once.
+///   An unknown `kid` on a token that says (`iat`, unverified, at most the leeway
+///   ahead of now) it was issued no earlier than the keys in hand were fetched, or
+///   on any token after a failed fetch, may be a key the domain rolled to since:
+///   for those the interval is 5 s, and while a fetch cannot be made the answer is
+///   503 (with `Retry-After`), not 401 (which sends the user to log in again). An
+///   unknown `kid` on an older token is refused 401 once the keys are known good.
 ///   Fetches run in the background: tokens naming a known key never wait for the
 ///   domain. Keys are refreshed hourly, keys under 2048 bits are ignored, and keys
 ///   not refreshed for the maximum key age (default 24 h) are no longer trusted
@@ -349,6 +350,7 @@ impl BearerAuthBuilder {
             clock: Arc::clone(&clock),
             refetch_interval: self.refetch_interval.unwrap_or(DEFAULT_REFETCH_INTERVAL),
             max_key_age: self.max_key_age.unwrap_or(DEFAULT_MAX_KEY_AGE),
+            leeway: self.leeway.unwrap_or(DEFAULT_LEEWAY),
         });
         Ok(BearerAuth {
             inner: Arc::new(Inner {

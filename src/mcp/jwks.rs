@@ -55,6 +55,9 @@ pub(super) struct JwksSettings {
     pub(super) clock: Arc<dyn Clock>,
     pub(super) refetch_interval: Duration,
     pub(super) max_key_age: Duration,
+    /// Clock-skew allowance: how far ahead of now a token's `iat` may be and still
+    /// count as newer than the keys.
+    pub(super) leeway: Duration,
 }
 
 #[derive(Default)]
@@ -129,8 +132,9 @@ impl KeyCache {
                 // Fetched meanwhile.
                 return Ok(found);
             }
-            let newer = issued_after(&keys, issued_at);
-            let start = self.start_fetch(&mut keys, now, newer);
+            let newer = issued_after(&keys, issued_at, now, self.settings.leeway);
+            let short = keys.failed || newer;
+            let start = self.start_fetch(&mut keys, now, short);
             if start.is_none() && !keys.fetching {
                 // Rate-limited: answer from what is known, without asking the domain.
                 return Err(self.miss(&keys, now, newer));
@@ -155,7 +159,10 @@ impl KeyCache {
             .flatten()
         {
             Some(found) => Ok(found),
-            None => Err(self.miss(&keys, now, issued_after(&keys, issued_at))),
+            None => {
+                let newer = issued_after(&keys, issued_at, now, self.settings.leeway);
+                Err(self.miss(&keys, now, newer))
+            }
         }
     }
 
@@ -216,16 +223,18 @@ impl KeyCache {
     }
 
     /// Claims a fetch unless one is running or the last attempt was within the
-    /// refetch interval ([`SHORT_REFETCH_INTERVAL`] after a failure, or for a
-    /// token `newer` than the keys); records the attempt first. The caller spawns
-    /// the claimed fetch once it has released the lock.
+    /// refetch interval ([`SHORT_REFETCH_INTERVAL`] if `short`: for an unknown
+    /// kid after a failed fetch, or on a token newer than the keys; the hourly
+    /// refresh keeps the whole interval, so a domain that is down costs known keys
+    /// one attempt per interval); records the attempt first. The caller spawns the
+    /// claimed fetch once it has released the lock.
     fn start_fetch(
         self: &Arc<Self>,
         keys: &mut Keys,
         now: SystemTime,
-        newer: bool,
+        short: bool,
     ) -> Option<FetchDone> {
-        let interval = if keys.failed || newer {
+        let interval = if short {
             self.settings.refetch_interval.min(SHORT_REFETCH_INTERVAL)
         } else {
             self.settings.refetch_interval
@@ -376,21 +385,29 @@ impl Drop for FetchDone {
     }
 }
 
-/// Whether the keys in hand are due for their hourly refresh (made in the
-/// background while they still answer). A clock that moved back before the fetch
-/// makes them not due.
 /// Whether a token issued at `issued_at` (its unverified `iat`) says it was issued
-/// in a later second than the fetch of the keys in hand started: its key may have
-/// been published since. Whole seconds, as `iat` is: a token of the fetch's own
-/// second counts as older.
-fn issued_after(keys: &Keys, issued_at: Option<SystemTime>) -> bool {
+/// no earlier than the second the fetch of the keys in hand started (whole
+/// seconds, as `iat` is: a key rolled in that second may be missing from them), and
+/// not implausibly late (after `now` plus `leeway`: a forged far-future `iat` gets
+/// no shorter refetch interval and no 503).
+fn issued_after(
+    keys: &Keys,
+    issued_at: Option<SystemTime>,
+    now: SystemTime,
+    leeway: Duration,
+) -> bool {
     let secs = |t: SystemTime| {
         t.duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
     };
-    issued_at.is_some_and(|iat| keys.fetched_at.is_none_or(|at| secs(iat) > secs(at)))
+    let latest = now.checked_add(leeway).unwrap_or(now);
+    issued_at
+        .is_some_and(|iat| iat <= latest && keys.fetched_at.is_none_or(|at| secs(iat) >= secs(at)))
 }
 
+/// Whether the keys in hand are due for their hourly refresh (made in the
+/// background while they still answer). A clock that moved back before the fetch
+/// makes them not due.
 fn refresh_due(keys: &Keys, now: SystemTime) -> bool {
     keys.fetched_at
         .and_then(|at| now.duration_since(at).ok())

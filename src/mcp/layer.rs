@@ -132,9 +132,11 @@ fn reject(auth: &BearerAuth, rejection: &Rejection) -> Response<Body> {
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    if rejection.status != StatusCode::SERVICE_UNAVAILABLE
-        && let Ok(value) = HeaderValue::from_str(&challenge)
-    {
+    if rejection.status == StatusCode::SERVICE_UNAVAILABLE {
+        // Every 503 here is a dependency that is down or not yet asked (the keys,
+        // the store, the domain's renewal): worth trying again in a few seconds.
+        headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
+    } else if let Ok(value) = HeaderValue::from_str(&challenge) {
         headers.insert(http::header::WWW_AUTHENTICATE, value);
     }
     response
