@@ -20,7 +20,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use oci_token_exchange::{
-    AccessToken, Emulator, Fault, FixedClock, MemoryStore, OAuthProxy, Store,
+    AccessToken, Emulator, Fault, FaultRule, FixedClock, MemoryStore, OAuthProxy, Store,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -1520,10 +1520,56 @@ async fn transient_refresh_failures_keep_the_login() {
     env.emu.inject_fault(Fault::Status(503), 1);
     assert_eq!(env.mcp(&access).await.0, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(env.store.count("set"), 1);
-    // The domain is back.
+    // The domain is back (after the 5 s back-off of the failed refresh).
+    env.clock.advance(Duration::from_secs(6));
     let (status, body) = env.mcp(&access).await;
     assert_eq!(status, StatusCode::OK);
     assert_ne!(body, first);
+}
+
+/// Defect: callers of one expired login while the domain failed each tried the
+/// domain in turn, queued on the set's lock (with a hanging domain, each waited
+/// for every caller before it: 20 s apiece). After a failed refresh the set is left
+/// alone for 5 s: the callers queued behind it are answered at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_of_an_expired_login_do_not_each_retry_a_failing_domain() {
+    let env = env_with(Options {
+        upstream_ttl: Duration::from_secs(300),
+        ..Options::default()
+    })
+    .await;
+    let client_id = env.register().await;
+    let code = env.login(&client_id).await["code"].clone();
+    let tokens = env.redeem(&client_id, &code).await;
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(env.mcp(&access).await.0, StatusCode::OK);
+    env.clock.advance(Duration::from_secs(400));
+    let down = env.emu.add_fault(FaultRule::token(Fault::Status(503)));
+    let requests = env.emu.counters().exchange_requests;
+    let calls = tokio::join!(
+        env.mcp(&access),
+        env.mcp(&access),
+        env.mcp(&access),
+        env.mcp(&access)
+    );
+    for (status, _) in [calls.0, calls.1, calls.2, calls.3] {
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    assert_eq!(
+        env.emu.counters().exchange_requests,
+        requests + 1,
+        "one refresh for the four callers"
+    );
+    // Within the back-off, a caller does not ask the domain.
+    env.clock.advance(Duration::from_secs(4));
+    assert_eq!(env.mcp(&access).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(env.emu.counters().exchange_requests, requests + 1);
+    // After it, the domain is asked again; back up, the login works.
+    env.emu.fault_control().remove(down);
+    env.clock.advance(Duration::from_secs(2));
+    assert_eq!(env.mcp(&access).await.0, StatusCode::OK);
+    assert_eq!(env.emu.counters().exchange_requests, requests + 2);
+    assert_eq!(env.store.count("set"), 1);
 }
 
 #[tokio::test]
@@ -1815,6 +1861,13 @@ async fn a_transient_failure_does_not_burn_the_refresh_token() {
     env.emu.inject_fault(Fault::Status(503), 1);
     let (status, _, body) = env.refresh(&client_id, &refresh).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    // Within the 5 s back-off the domain is not asked again.
+    let requests = env.emu.counters().exchange_requests;
+    let (status, headers, body) = env.refresh(&client_id, &refresh).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(headers["retry-after"], "5");
+    assert_eq!(env.emu.counters().exchange_requests, requests);
+    env.clock.advance(Duration::from_secs(6));
     let (status, _, body) = env.refresh(&client_id, &refresh).await;
     assert_eq!(status, StatusCode::OK, "the same token works again: {body}");
     assert_eq!(env.store.count("set"), 1);

@@ -15,7 +15,7 @@ mod validate;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use url::Url;
 
@@ -62,10 +62,10 @@ pub(crate) struct Inner {
     refreshing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The parsed upstream token of each set, by set id, with the token it is of.
     parsed: moka::future::Cache<String, Arc<(String, AccessToken)>>,
-    /// Sets whose last upstream refresh gave an access token that could not be
-    /// validated: not refreshed again for a while (10 s), so callers do not each
-    /// refresh (and rotate) in turn while the domain's keys cannot be read.
-    unvalidated: moka::future::Cache<String, ()>,
+    /// Sets whose last upstream refresh failed (5 s) or gave an access token that
+    /// could not be validated (10 s), until when they are not refreshed again: the
+    /// callers do not each try (and rotate) in turn while the domain cannot serve.
+    refresh_backoff: moka::future::Cache<String, SystemTime>,
     /// Positive bearer validations remembered for a short while.
     validations: crate::mcp::Validations<AccessToken>,
     /// The consent page's `form-action` sources.
@@ -498,9 +498,9 @@ impl OAuthProxyBuilder {
                 .max_capacity(10_000)
                 .time_to_live(Duration::from_secs(3600))
                 .build(),
-            unvalidated: moka::future::Cache::builder()
+            refresh_backoff: moka::future::Cache::builder()
                 .max_capacity(10_000)
-                .time_to_live(validate::UNVALIDATED_BACKOFF)
+                .time_to_live(validate::UNVALIDATED_BACKOFF.max(validate::FAILED_REFRESH_BACKOFF))
                 .build(),
             validations: crate::mcp::Validations::new(validation_ttl),
             form_action,

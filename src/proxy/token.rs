@@ -26,12 +26,19 @@ fn bad(code: &str, description: &str) -> Response<Body> {
     oauth_error(StatusCode::BAD_REQUEST, code, description)
 }
 
+/// 503 `temporarily_unavailable`, with `Retry-After: 5` (a failed upstream refresh
+/// is not tried again for 5 s).
 fn unavailable() -> Response<Body> {
-    oauth_error(
+    let mut response = oauth_error(
         StatusCode::SERVICE_UNAVAILABLE,
         "temporarily_unavailable",
         "the server cannot complete the request now",
-    )
+    );
+    response.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("5"),
+    );
+    response
 }
 
 fn invalid_client() -> Response<Body> {

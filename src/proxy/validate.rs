@@ -28,8 +28,12 @@ const STORE_ATTEMPTS: u32 = 3;
 /// domain, three tries each of the write and the revocation check at up to 5 s).
 const REFRESH_LOCK_TTL: Duration = Duration::from_secs(90);
 /// After a refresh whose new access token could not be validated, this process
-/// leaves the set alone this long (the old token serves while it is valid).
+/// leaves the set alone this long (the old token serves while it is valid)...
 pub(super) const UNVALIDATED_BACKOFF: Duration = Duration::from_secs(10);
+/// ...and this long after a refresh the domain did not answer (an error other
+/// than `invalid_grant`, or the timeout): the callers queued behind it are
+/// answered at once instead of each trying the domain in turn.
+pub(super) const FAILED_REFRESH_BACKOFF: Duration = Duration::from_secs(5);
 /// A replica waiting for another's refresh re-reads the set this often...
 const REFRESH_WAIT_STEP: Duration = Duration::from_millis(50);
 /// ...for at most this long in all (store calls included), then gives up for
@@ -251,8 +255,16 @@ async fn refresh_locked_inner(inner: &Inner, set_id: &str) -> Result<TokenSet, S
     result
 }
 
+/// Leaves the set's refresh alone in this process for `backoff` (by the injected
+/// clock; the cache's own lifetime only bounds the entry's stay).
+async fn back_off(inner: &Inner, set_id: &str, backoff: Duration) {
+    let now = inner.clock.now();
+    let until = now.checked_add(backoff).unwrap_or(now);
+    inner.refresh_backoff.insert(set_id.to_owned(), until).await;
+}
+
 /// Refreshes the set at the domain unless it is fresh by now (the caller holds the
-/// set's locks).
+/// set's locks), or answers from the stored set while its refresh is backing off.
 async fn refresh_set(inner: &Inner, set_id: &str) -> Result<TokenSet, SetError> {
     let store = inner.store.as_ref();
     let set = model::get::<TokenSet>(store, SETS, set_id)
@@ -264,7 +276,12 @@ async fn refresh_set(inner: &Inner, set_id: &str) -> Result<TokenSet, SetError> 
     }
     let now = inner.clock.now();
     let still_valid = set.access_expires_at > model::unix(now);
-    if inner.unvalidated.contains_key(set_id) {
+    if inner
+        .refresh_backoff
+        .get(set_id)
+        .await
+        .is_some_and(|until| now < until)
+    {
         return if still_valid {
             Ok(set)
         } else {
@@ -295,6 +312,7 @@ async fn refresh_set(inner: &Inner, set_id: &str) -> Result<TokenSet, SetError> 
             } else {
                 tracing::warn!(client_id = %set.client_id, outcome = "timed_out", "oauth proxy upstream refresh");
             }
+            back_off(inner, set_id, FAILED_REFRESH_BACKOFF).await;
             return if still_valid {
                 Ok(set)
             } else {
@@ -373,7 +391,7 @@ async fn refresh_set(inner: &Inner, set_id: &str) -> Result<TokenSet, SetError> 
         }
     }
     let Some((access, _)) = validated else {
-        inner.unvalidated.insert(set_id.to_owned(), ()).await;
+        back_off(inner, set_id, UNVALIDATED_BACKOFF).await;
         return if still_valid {
             Ok(new)
         } else {
