@@ -286,8 +286,14 @@ impl SignerCacheBuilder {
 
     /// How long an exchange lock in the store lives, so that it expires if its
     /// holder dies, and how long the other replicas wait for its holder's session
-    /// before contending again (default 30 s; zero means the default). Keep it
-    /// above the exchange's worst-case duration.
+    /// before contending again (default 30 s; zero means the default).
+    ///
+    /// The trade-off: a holder slower than this lets another replica exchange in
+    /// parallel (a second exchange, never a wrong session: the lock's release is
+    /// checked against its owner). An exchange's worst case with the default
+    /// settings is 61 s (three attempts of 15 s and two back-offs of 8 s), but a
+    /// normal one takes well under a second. A longer lifetime makes the other
+    /// replicas' users wait that much longer when a holder dies mid-exchange.
     #[must_use]
     pub fn store_lock_ttl(mut self, ttl: Duration) -> Self {
         self.lock_ttl = if ttl.is_zero() { DEFAULT_LOCK_TTL } else { ttl };
