@@ -1693,6 +1693,37 @@ async fn a_grant_the_store_fails_midway_can_be_retried() {
     assert_eq!(env.store.count("set"), 1, "the login lives on");
 }
 
+/// Defect: a code given back after a store failure got a fresh five minutes, so a
+/// code could be kept alive past its lifetime by failed redemptions. It keeps the
+/// expiry it was issued with.
+#[tokio::test]
+async fn a_code_given_back_keeps_its_expiry() {
+    let env = env().await;
+    let client_id = env.register().await;
+    let code = env.login(&client_id).await["code"].clone();
+    let v = verifier();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("client_id", client_id.as_str()),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", v.as_str()),
+    ];
+    env.clock.advance(Duration::from_secs(4 * 60));
+    env.failures.arm(Call::Put, "jti");
+    let (status, _, body) = env.token(&form).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(env.failures.pending(), 0);
+    // Five minutes and a second after it was issued: expired.
+    env.clock.advance(Duration::from_secs(61));
+    let (status, _, body) = env.token(&form).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant")),
+        "{body}"
+    );
+}
+
 #[tokio::test]
 async fn a_full_store_fails_requests_cleanly() {
     let env = env_with(Options {

@@ -520,6 +520,7 @@ async fn complete(inner: &Inner, txn: &Transaction, params: &Params) -> Response
         scopes: txn.scopes.clone(),
         resource: txn.resource.clone(),
         set_id: set_id.clone(),
+        expires_at: model::unix(now).saturating_add(CODE_LIFETIME.as_secs()),
     };
     let store = inner.store.as_ref();
     let stored = async {

@@ -83,6 +83,11 @@ pub(super) struct CodeGrant {
     pub(super) scopes: Vec<String>,
     pub(super) resource: String,
     pub(super) set_id: String,
+    /// Unix seconds after which the code is refused, kept when the code is given
+    /// back after a failed redemption (0 in records stored before it existed:
+    /// [`CODE_LIFETIME`] from the give-back).
+    #[serde(default)]
+    pub(super) expires_at: u64,
 }
 
 /// The upstream token set of one login.

@@ -147,7 +147,14 @@ async fn authorization_code(
         }
         Err(_) => return unavailable(),
     };
-    let refusal = if grant.client_id != client.client_id {
+    let now = inner.clock.now();
+    let expires_at = match grant.expires_at {
+        0 => model::unix(now).saturating_add(CODE_LIFETIME.as_secs()),
+        at => at,
+    };
+    let refusal = if expires_at <= model::unix(now) {
+        Some("the code has expired")
+    } else if grant.client_id != client.client_id {
         Some("the code was issued to another client")
     } else if grant.redirect_uri != redirect_uri {
         Some("redirect_uri does not match the authorization request")
@@ -174,7 +181,9 @@ async fn authorization_code(
             used: USED_CODES,
             key: &code_key,
         };
-        give_back(store, spent, &grant, CODE_LIFETIME, &client.client_id)
+        // What is left of the code's own lifetime, not a fresh one.
+        let left = model::until(inner.clock.now(), expires_at);
+        give_back(store, spent, &grant, left, &client.client_id)
     };
     let set = match current_set(inner, &grant.set_id).await {
         Ok(s) => s,
@@ -326,6 +335,10 @@ async fn give_back<T: Serialize>(
     client_id: &str,
 ) -> Response<Body> {
     let unmarked = store.delete(spent.used, spent.key).await;
+    if ttl.is_zero() {
+        // Expired meanwhile: nothing to give back.
+        return unavailable();
+    }
     let back = model::put(store, spent.collection, spent.key, record, ttl).await;
     if let Err(err) = unmarked.and(back) {
         tracing::warn!(client_id, collection = spent.collection, error = %err, "oauth proxy cannot give back what a failed grant spent");
