@@ -14,7 +14,7 @@ mod common;
 use common::browser::{browser, location, query};
 use common::store::{Act, Around, Call, Failures, Hooked};
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -62,6 +62,8 @@ struct Env {
     proxy_store: Arc<Counting>,
     /// Store failures to arm (the proxy's store fails the calls named).
     failures: Failures,
+    /// An act run once, right after the proxy's next put to a collection.
+    after_put: AfterPut,
     /// The MCP client's HTTP (no cookies).
     http: reqwest::Client,
     _server: tokio::task::JoinHandle<()>,
@@ -96,10 +98,12 @@ async fn env_with(options: Options) -> Env {
     } else {
         Arc::new(store.clone())
     };
-    let proxy_store = Arc::new(Counting::counting(Arc::new(Hooked::new(
-        inner,
-        failures.clone(),
-    ))));
+    let after_put = AfterPut::default();
+    let hooks = Hooks {
+        failures: failures.clone(),
+        after_put: after_put.clone(),
+    };
+    let proxy_store = Arc::new(Counting::counting(Arc::new(Hooked::new(inner, hooks))));
     let server = serve_replica(
         listener,
         &base,
@@ -116,6 +120,7 @@ async fn env_with(options: Options) -> Env {
         clock,
         proxy_store,
         failures,
+        after_put,
         http: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -1724,6 +1729,58 @@ async fn a_code_given_back_keeps_its_expiry() {
     );
 }
 
+/// The give-back deletes the code's used-marker before it restores the code: a
+/// retry that redeems the restored code at once writes its own marker, which must
+/// stand (restoring first and deleting after would erase it, and a later replay of
+/// the code would go unnoticed instead of ending the login).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_racing_a_give_back_keeps_its_replay_marker() {
+    let env = env().await;
+    let client_id = env.register().await;
+    let code = env.login(&client_id).await["code"].clone();
+    let form: Vec<(String, String)> = [
+        ("grant_type", "authorization_code"),
+        ("client_id", client_id.as_str()),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", verifier().as_str()),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    // The client's retry, run inside the give-back right after the code is back.
+    let (http, url, retry) = (
+        env.http.clone(),
+        format!("{}/token", env.base),
+        form.clone(),
+    );
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    env.after_put.arm(
+        "code",
+        Box::pin(async move {
+            let status = http.post(url).form(&retry).send().await.unwrap().status();
+            let _ = tx.send(status);
+        }),
+    );
+    env.failures.arm(Call::Put, "jti");
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let (status, _, body) = env.token(&pairs).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(
+        rx.await.unwrap(),
+        StatusCode::OK,
+        "the retry redeemed the code"
+    );
+    assert_eq!(env.store.count("used"), 1, "the retry's marker stands");
+    // So a replay of the code is caught, and ends the login.
+    let (status, _, body) = env.token(&pairs).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    assert_eq!(env.store.count("set"), 0);
+}
+
 #[tokio::test]
 async fn a_full_store_fails_requests_cleanly() {
     let env = env_with(Options {
@@ -2158,6 +2215,40 @@ async fn a_token_revoked_on_another_replica_is_refused_after_the_ttl() {
 /// A store whose refresh-lock attempts take a second each.
 #[derive(Debug)]
 struct SlowLocks;
+
+/// An act armed to run once, right after the next put to its collection.
+#[derive(Clone, Default)]
+struct AfterPut(Arc<Mutex<Option<(String, Act)>>>);
+
+impl AfterPut {
+    fn arm(&self, collection: &str, act: Act) {
+        *self.0.lock().unwrap() = Some((collection.to_owned(), act));
+    }
+}
+
+/// The proxy store's hooks in `Env`: armed failures and an armed after-put act.
+struct Hooks {
+    failures: Failures,
+    after_put: AfterPut,
+}
+
+impl Around for Hooks {
+    fn fail(&self, call: Call, collection: &str, key: &str) -> bool {
+        self.failures.fail(call, collection, key)
+    }
+
+    fn after(&self, call: Call, collection: &str, _: &str) -> Option<Act> {
+        if call != Call::Put {
+            return None;
+        }
+        let mut armed = self.after_put.0.lock().unwrap();
+        if armed.as_ref().is_some_and(|(c, _)| c == collection) {
+            armed.take().map(|(_, act)| act)
+        } else {
+            None
+        }
+    }
+}
 
 impl Around for SlowLocks {
     fn before(&self, call: Call, collection: &str, _: &str) -> Option<Act> {
