@@ -590,6 +590,28 @@ async fn a_key_published_later_is_accepted_after_the_refetch_interval() {
     assert_eq!(domain.jwks_requests(), 2);
 }
 
+/// A review asked whether a clock stepped back (NTP) lifts the refetch limit, an
+/// attempt in the "future" never counting as recent. It does not: the fetch made
+/// after the step records the new time, and the limit holds from there.
+#[tokio::test]
+async fn a_clock_stepped_back_does_not_lift_the_refetch_limit() {
+    let k1 = key();
+    let domain = Domain::start(&[("k1", &k1)]).await;
+    let clock = clock();
+    let auth = auth(&domain.url, &clock);
+    auth.validate(&signed(&k1, &rs256("k1"), &claims(&domain, START)))
+        .await
+        .unwrap();
+    assert_eq!(domain.jwks_requests(), 1);
+    clock.set(std::time::UNIX_EPOCH + Duration::from_secs(START - 3600));
+    let stray = key();
+    let unknown = signed(&stray, &rs256("k9"), &claims(&domain, START - 7200));
+    for _ in 0..5 {
+        assert!(auth.validate(&unknown).await.is_err());
+    }
+    assert!(domain.jwks_requests() <= 2, "{}", domain.jwks_requests());
+}
+
 /// Defect: a token signed with a key the domain had just rolled to was refused as
 /// invalid (401: its client drops the token and logs the user in again) until the
 /// refetch interval (60 s) since the last fetch had passed. A token that says it
