@@ -1136,7 +1136,8 @@ fn check_bearer(env: &BearerEnv, token: String) -> Result<bool, TestCaseError> {
 }
 
 /// The token through the tower layer, as `Authorization: <value>`: refused with
-/// 401/403/503 and a `WWW-Authenticate` that does not echo it.
+/// 401/403 and a `WWW-Authenticate` that does not echo it, or 503 with
+/// `Retry-After` (a token that says it is newer than the keys in hand).
 fn check_bearer_header(env: &BearerEnv, value: Vec<u8>) -> Result<bool, TestCaseError> {
     let Ok(header) = HeaderValue::from_bytes(&value) else {
         return Ok(true);
@@ -1159,7 +1160,14 @@ fn check_bearer_header(env: &BearerEnv, value: Vec<u8>) -> Result<bool, TestCase
         .get("www-authenticate")
         .map(|v| v.as_bytes().to_vec())
         .unwrap_or_default();
-    if status != 200 {
+    if status == 503 {
+        // Keys not fetched yet (a token newer than them), not a token refusal:
+        // no challenge, a pace to retry at.
+        prop_assert!(
+            response.headers().contains_key("retry-after"),
+            "a 503 without Retry-After"
+        );
+    } else if status != 200 {
         prop_assert!(!www.is_empty(), "a refusal without WWW-Authenticate");
     }
     let token = value.strip_prefix(b"Bearer ").unwrap_or(&value);
