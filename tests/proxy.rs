@@ -1781,6 +1781,61 @@ async fn a_retry_racing_a_give_back_keeps_its_replay_marker() {
     assert_eq!(env.store.count("set"), 0);
 }
 
+/// A code past its own expiry is refused even while the store still holds it (a
+/// record kept longer than its code lives, or a store whose TTLs run late), and its
+/// login ends; a record stored before codes carried their expiry still redeems.
+#[tokio::test]
+async fn a_code_past_its_expiry_is_refused_even_if_the_store_holds_it() {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let env = env().await;
+    let client_id = env.register().await;
+    let now = 1_900_000_000_u64;
+    for (expires_at, expected) in [
+        (Some(now - 1), StatusCode::BAD_REQUEST),
+        (None, StatusCode::OK),
+    ] {
+        let code = env.login(&client_id).await["code"].clone();
+        let key =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&code));
+        let bytes = env
+            .store
+            .get("code", &key)
+            .await
+            .unwrap()
+            .expect("the code's record");
+        let mut record: Value = serde_json::from_slice(&bytes).unwrap();
+        assert!(record["expires_at"].as_u64().unwrap() > now, "{record}");
+        match expires_at {
+            Some(at) => record["expires_at"] = json!(at),
+            None => {
+                record.as_object_mut().unwrap().remove("expires_at");
+            }
+        }
+        let bytes = serde_json::to_vec(&record).unwrap();
+        env.store
+            .put("code", &key, bytes, Duration::from_secs(3600))
+            .await
+            .unwrap();
+        let sets = env.store.count("set");
+        let v = verifier();
+        let (status, _, body) = env
+            .token(&[
+                ("grant_type", "authorization_code"),
+                ("client_id", &client_id),
+                ("code", &code),
+                ("redirect_uri", REDIRECT),
+                ("code_verifier", &v),
+            ])
+            .await;
+        assert_eq!(status, expected, "{expires_at:?}: {body}");
+        if expected == StatusCode::BAD_REQUEST {
+            assert_eq!(body["error_description"], "the code has expired");
+            assert_eq!(env.store.count("set"), sets - 1, "its login ended");
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_full_store_fails_requests_cleanly() {
     let env = env_with(Options {

@@ -33,7 +33,9 @@ pub(super) struct Client {
     pub(super) issued_at: u64,
     /// Registered with the `refresh_token` grant (as registrations without
     /// `grant_types` are): only such a client is given refresh tokens. Records
-    /// stored before this field existed had it.
+    /// stored before this field existed had it; so does a record an older replica
+    /// re-saves (it drops the field) during a rolling upgrade: upgrade every
+    /// replica before relying on it.
     #[serde(default = "registered_for_refresh")]
     pub(super) refresh: bool,
 }
@@ -85,7 +87,7 @@ pub(super) struct CodeGrant {
     pub(super) set_id: String,
     /// Unix seconds after which the code is refused, kept when the code is given
     /// back after a failed redemption (0 in records stored before it existed:
-    /// [`CODE_LIFETIME`] from the give-back).
+    /// [`CODE_LIFETIME`] from their first redemption).
     #[serde(default)]
     pub(super) expires_at: u64,
 }

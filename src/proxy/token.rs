@@ -148,9 +148,15 @@ async fn authorization_code(
         Err(_) => return unavailable(),
     };
     let now = inner.clock.now();
+    // A record stored before codes carried their expiry gets one now, kept if it
+    // is given back (not a fresh lifetime at each failed redemption).
     let expires_at = match grant.expires_at {
         0 => model::unix(now).saturating_add(CODE_LIFETIME.as_secs()),
         at => at,
+    };
+    let grant = CodeGrant {
+        expires_at,
+        ..grant
     };
     let refusal = if expires_at <= model::unix(now) {
         Some("the code has expired")
@@ -175,15 +181,22 @@ async fn authorization_code(
         return bad("invalid_grant", description);
     }
     let _ = model::put(store, USED_CODES, &code_key, &grant.set_id, CODE_LIFETIME).await;
-    let undo = || {
+    let undo = || async {
+        // What is left of the code's own lifetime, not a fresh one.
+        let left = model::until(inner.clock.now(), expires_at);
+        if left.is_zero() {
+            // It expired while being redeemed: there is nothing to give back, and
+            // its login, which nobody can have now, ends.
+            let _ = end_set(inner, &grant.set_id).await;
+            tracing::info!(client_id = %client.client_id, grant_type = "authorization_code", outcome = "expired", "oauth proxy token");
+            return bad("invalid_grant", "the code has expired");
+        }
         let spent = Spent {
             collection: CODES,
             used: USED_CODES,
             key: &code_key,
         };
-        // What is left of the code's own lifetime, not a fresh one.
-        let left = model::until(inner.clock.now(), expires_at);
-        give_back(store, spent, &grant, left, &client.client_id)
+        give_back(store, spent, &grant, left, &client.client_id).await
     };
     let set = match current_set(inner, &grant.set_id).await {
         Ok(s) => s,

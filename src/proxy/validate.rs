@@ -203,6 +203,10 @@ fn refresh_locked<'a>(
 /// does not race the holder: it answers with the set while it is still valid, else
 /// [`SetError::Unavailable`]; an in-process store refreshes anyway.
 async fn refresh_locked_inner(inner: &Inner, set_id: &str) -> Result<TokenSet, SetError> {
+    if backing_off(inner, set_id).await {
+        // The answer comes from the stored set, without the domain: no store lock.
+        return refresh_set(inner, set_id).await;
+    }
     let store = inner.store.as_ref();
     let Ok(owner) = super::crypto::random_token() else {
         return refresh_set(inner, set_id).await;
@@ -255,6 +259,16 @@ async fn refresh_locked_inner(inner: &Inner, set_id: &str) -> Result<TokenSet, S
     result
 }
 
+/// Whether the set's refresh is being left alone in this process.
+async fn backing_off(inner: &Inner, set_id: &str) -> bool {
+    let now = inner.clock.now();
+    inner
+        .refresh_backoff
+        .get(set_id)
+        .await
+        .is_some_and(|until| now < until)
+}
+
 /// Leaves the set's refresh alone in this process for `backoff` (by the injected
 /// clock; the cache's own lifetime only bounds the entry's stay).
 async fn back_off(inner: &Inner, set_id: &str, backoff: Duration) {
@@ -276,12 +290,7 @@ async fn refresh_set(inner: &Inner, set_id: &str) -> Result<TokenSet, SetError> 
     }
     let now = inner.clock.now();
     let still_valid = set.access_expires_at > model::unix(now);
-    if inner
-        .refresh_backoff
-        .get(set_id)
-        .await
-        .is_some_and(|until| now < until)
-    {
+    if backing_off(inner, set_id).await {
         return if still_valid {
             Ok(set)
         } else {
