@@ -51,10 +51,13 @@ fn jwk(kid: &str, key: &SigningKey) -> Value {
            "n": public.jwk_n(), "e": public.jwk_e()})
 }
 
+/// A token issued a minute before the validator's clock (so before its keys were
+/// fetched: an unknown kid is then refused outright, not answered 503 as a key
+/// the domain may have rolled to since).
 fn signed(key: &SigningKey, kid: &str, issuer: &str) -> String {
     let header = json!({"alg": "RS256", "typ": "JWT", "kid": kid}).to_string();
     let claims = json!({"iss": issuer, "sub": "ann", "aud": AUDIENCE,
-                        "iat": START, "exp": START + 3600, "scope": "openid"})
+                        "iat": START - 60, "exp": START + 3600, "scope": "openid"})
     .to_string();
     common::jws::rs256(key, &header, &claims)
 }
