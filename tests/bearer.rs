@@ -289,15 +289,33 @@ async fn cached_keys_stop_being_trusted_after_the_maximum_age() {
     domain.set_mode(Mode::Up);
     clock.advance(Duration::from_secs(61));
     let now = now + 61;
-    let mut accepted = false;
+    let accepted = accepted_soon(&auth, &token_at(now)).await;
+    assert!(accepted, "fresh keys are trusted again");
+}
+
+/// A domain publishing `k1`, and a validator (its clock at `START`) that has
+/// fetched the domain's keys once, for a token of `k1`.
+async fn fetched_once() -> (SigningKey, Domain, Arc<FixedClock>, BearerAuth) {
+    let k1 = key();
+    let domain = Domain::start(&[("k1", &k1)]).await;
+    let clock = clock();
+    let auth = auth(&domain.url, &clock);
+    auth.validate(&signed(&k1, &rs256("k1"), &claims(&domain, START)))
+        .await
+        .unwrap();
+    (k1, domain, clock, auth)
+}
+
+/// Whether `token` is accepted within about a second (a fetch it started may still
+/// be running in the background).
+async fn accepted_soon(auth: &BearerAuth, token: &str) -> bool {
     for _ in 0..50 {
-        if auth.validate(&token_at(now)).await.is_ok() {
-            accepted = true;
-            break;
+        if auth.validate(token).await.is_ok() {
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(accepted, "fresh keys are trusted again");
+    false
 }
 
 /// Waits (at most 2 s) for a condition set by a background task.
@@ -566,26 +584,13 @@ async fn forged_and_invalid_tokens_are_rejected() {
 
 #[tokio::test]
 async fn a_key_published_later_is_accepted_after_the_refetch_interval() {
-    let k1 = key();
-    let domain = Domain::start(&[("k1", &k1)]).await;
-    let clock = clock();
-    let auth = auth(&domain.url, &clock);
-    auth.validate(&signed(&k1, &rs256("k1"), &claims(&domain, START)))
-        .await
-        .unwrap();
+    let (_, domain, clock, auth) = fetched_once().await;
     let k2 = key();
     domain.publish("k2", &k2);
     clock.advance(Duration::from_secs(61));
     let now = START + 61;
     let rotated = signed(&k2, &rs256("k2"), &claims(&domain, now));
-    let mut accepted = false;
-    for _ in 0..50 {
-        if auth.validate(&rotated).await.is_ok() {
-            accepted = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let accepted = accepted_soon(&auth, &rotated).await;
     assert!(accepted, "rotated key trusted after a refetch");
     assert_eq!(domain.jwks_requests(), 2);
 }
@@ -595,13 +600,7 @@ async fn a_key_published_later_is_accepted_after_the_refetch_interval() {
 /// after the step records the new time, and the limit holds from there.
 #[tokio::test]
 async fn a_clock_stepped_back_does_not_lift_the_refetch_limit() {
-    let k1 = key();
-    let domain = Domain::start(&[("k1", &k1)]).await;
-    let clock = clock();
-    let auth = auth(&domain.url, &clock);
-    auth.validate(&signed(&k1, &rs256("k1"), &claims(&domain, START)))
-        .await
-        .unwrap();
+    let (_, domain, clock, auth) = fetched_once().await;
     assert_eq!(domain.jwks_requests(), 1);
     clock.set(std::time::UNIX_EPOCH + Duration::from_secs(START - 3600));
     let stray = key();
@@ -619,13 +618,7 @@ async fn a_clock_stepped_back_does_not_lift_the_refetch_limit() {
 /// one that predates them is still refused at once, without a fetch.
 #[tokio::test]
 async fn a_key_the_domain_rolled_to_is_trusted_at_its_first_token() {
-    let k1 = key();
-    let domain = Domain::start(&[("k1", &k1)]).await;
-    let clock = clock();
-    let auth = auth(&domain.url, &clock);
-    auth.validate(&signed(&k1, &rs256("k1"), &claims(&domain, START)))
-        .await
-        .unwrap();
+    let (_, domain, clock, auth) = fetched_once().await;
     let k2 = key();
     domain.publish("k2", &k2);
     clock.advance(Duration::from_secs(10));
@@ -665,13 +658,7 @@ async fn a_key_the_domain_rolled_to_is_trusted_at_its_first_token() {
 /// the whole refetch interval (60 s) after the domain came back.
 #[tokio::test]
 async fn a_key_rotated_during_an_outage_is_unavailable_then_accepted_soon_after() {
-    let k1 = key();
-    let domain = Domain::start(&[("k1", &k1)]).await;
-    let clock = clock();
-    let auth = auth(&domain.url, &clock);
-    auth.validate(&signed(&k1, &rs256("k1"), &claims(&domain, START)))
-        .await
-        .unwrap();
+    let (k1, domain, clock, auth) = fetched_once().await;
     domain.set_mode(Mode::Down);
     let k2 = key();
     domain.publish("k2", &k2);
@@ -699,14 +686,7 @@ async fn a_key_rotated_during_an_outage_is_unavailable_then_accepted_soon_after(
 
     domain.set_mode(Mode::Up);
     clock.advance(Duration::from_secs(6));
-    let mut accepted = false;
-    for _ in 0..50 {
-        if auth.validate(&rotated).await.is_ok() {
-            accepted = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let accepted = accepted_soon(&auth, &rotated).await;
     assert!(
         accepted,
         "rotated key trusted within seconds of the domain's return"

@@ -409,17 +409,21 @@ async fn missing_scopes_get_403_and_bogus_kids_cannot_hammer_the_domain() {
     );
     assert!(challenge.contains("scope=\"oci:read\""), "{challenge}");
 
-    // 50 tokens naming unknown keys, issued before the keys were fetched: refused
-    // (401), and not one JWKS fetch more within the refetch interval.
-    let issued_before = SystemClock.now() - Duration::from_secs(600);
-    let old = emulator.mint_user_token_with(&UserTokenOptions::new("eli").claim(
-        "iat",
-        json!(issued_before.duration_since(UNIX_EPOCH).unwrap().as_secs()),
-    ));
-    let payload = old.split('.').nth(1).unwrap().to_owned();
+    // Unsigned tokens ("c2ln") naming unknown keys, with the claims of one of the
+    // emulator's tokens issued at a chosen time.
+    let naming = |kid: &str, issued: SystemTime| {
+        let iat = issued.duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let token =
+            emulator.mint_user_token_with(&UserTokenOptions::new("eli").claim("iat", json!(iat)));
+        let payload = token.split('.').nth(1).unwrap().to_owned();
+        let header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"RS256","kid":"{kid}"}}"#));
+        format!("{header}.{payload}.c2ln")
+    };
+    // 50 issued before the keys were fetched: refused (401), and not one JWKS
+    // fetch more within the refetch interval.
+    let before = SystemClock.now() - Duration::from_secs(600);
     for i in 0..50 {
-        let header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"RS256","kid":"bogus-{i}"}}"#));
-        let response = post(format!("{header}.{payload}.c2ln")).await.unwrap();
+        let response = post(naming(&format!("bogus-{i}"), before)).await.unwrap();
         assert_eq!(response.status(), 401);
     }
     let counters = emulator.counters();
@@ -427,35 +431,18 @@ async fn missing_scopes_get_403_and_bogus_kids_cannot_hammer_the_domain() {
         counters.jwks_requests, 1,
         "keys fetched once, then rate-limited: {counters:?}"
     );
-    // Tokens that say they were issued an hour from now (beyond the leeway):
-    // forged, refused like the old ones, no fetch.
-    let forged = emulator.mint_user_token_with(&UserTokenOptions::new("eli").claim(
-        "iat",
-        json!(
-                (SystemClock.now() + Duration::from_secs(3600))
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap()
-                    .as_secs()
-            ),
-    ));
-    let payload = forged.split('.').nth(1).unwrap().to_owned();
-    let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","kid":"forged"}"#);
-    let response = post(format!("{header}.{payload}.c2ln")).await.unwrap();
-    assert_eq!(response.status(), 401);
+    // One that says it was issued an hour from now (beyond the leeway): forged,
+    // refused like the old ones, no fetch.
+    let forged = naming("forged", SystemClock.now() + Duration::from_secs(3600));
+    assert_eq!(post(forged).await.unwrap().status(), 401);
     assert_eq!(emulator.counters().jwks_requests, 1);
-    // Tokens that say they were issued after the keys were fetched (perhaps with a
+    // Ones that say they were issued after the keys were fetched (perhaps with a
     // key published since): 503 with Retry-After, to try again, and at most one
     // fetch per 5 s.
     let started = tokio::time::Instant::now();
     let later = SystemClock.now() + Duration::from_secs(2);
-    let newer = emulator.mint_user_token_with(&UserTokenOptions::new("eli").claim(
-        "iat",
-        json!(later.duration_since(UNIX_EPOCH).unwrap().as_secs()),
-    ));
-    let payload = newer.split('.').nth(1).unwrap().to_owned();
     for i in 0..20 {
-        let header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"RS256","kid":"new-{i}"}}"#));
-        let response = post(format!("{header}.{payload}.c2ln")).await.unwrap();
+        let response = post(naming(&format!("new-{i}"), later)).await.unwrap();
         assert_eq!(response.status(), 503);
         assert_eq!(response.headers()["retry-after"], "5");
     }
