@@ -567,6 +567,36 @@ async fn a_client_registered_without_refresh_gets_no_refresh_token() {
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
+/// Defect: `/authorize` without `state` was refused (`invalid_request`), although
+/// OAuth 2.1 leaves `state` to the client when it uses PKCE, which the proxy
+/// requires: a compliant client that sends none could not log in. The redirect
+/// back then carries no `state` either.
+#[tokio::test]
+async fn a_client_that_sends_no_state_logs_in_with_pkce() {
+    let env = env().await;
+    let client_id = env.register().await;
+    let browser = browser();
+    let url = env
+        .authorize_url(&client_id, &[])
+        .replace("&state=client-state", "");
+    assert!(!url.contains("state="), "{url}");
+    let consent = location(&env.get(&browser, &url).await);
+    assert!(
+        consent.starts_with(&format!("{}/consent?txn=", env.base)),
+        "{consent}"
+    );
+    let page = env.get(&browser, &consent).await.text().await.unwrap();
+    let (txn, csrf) = (hidden(&page, "txn"), hidden(&page, "csrf"));
+    let upstream = location(&env.post_consent(&browser, &txn, &csrf, "approve").await);
+    let callback = location(&env.get(&browser, &upstream).await);
+    let done = location(&env.get(&browser, &callback).await);
+    assert!(done.starts_with(REDIRECT), "{done}");
+    let q = query(&done);
+    assert!(!q.contains_key("state"), "{done}");
+    let tokens = env.redeem(&client_id, &q["code"]).await;
+    assert!(tokens["access_token"].is_string(), "{tokens}");
+}
+
 #[tokio::test]
 async fn registration_refuses_foreign_redirect_uris_and_bad_metadata() {
     let env = env().await;

@@ -180,7 +180,9 @@ pub(super) async fn authorize(
     else {
         return fail("invalid_request");
     };
-    if params.get("code_challenge_method") != Some("S256") || state.is_none() {
+    // `state` is the client's own (OAuth 2.1 leaves it optional with PKCE, which is
+    // required here): echoed when sent, left out when not.
+    if params.get("code_challenge_method") != Some("S256") {
         return fail("invalid_request");
     }
     if params
