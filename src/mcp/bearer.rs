@@ -344,13 +344,14 @@ impl BearerAuthBuilder {
             )?,
         };
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let leeway = self.leeway.unwrap_or(DEFAULT_LEEWAY);
         let keys = KeyCache::new(JwksSettings {
             domain_url: domain_url.clone(),
             http,
             clock: Arc::clone(&clock),
             refetch_interval: self.refetch_interval.unwrap_or(DEFAULT_REFETCH_INTERVAL),
             max_key_age: self.max_key_age.unwrap_or(DEFAULT_MAX_KEY_AGE),
-            leeway: self.leeway.unwrap_or(DEFAULT_LEEWAY),
+            leeway,
         });
         Ok(BearerAuth {
             inner: Arc::new(Inner {
@@ -363,7 +364,7 @@ impl BearerAuthBuilder {
                 resource_metadata_url,
                 audience: self.audience,
                 required_scopes: self.required_scopes,
-                leeway: self.leeway.unwrap_or(DEFAULT_LEEWAY),
+                leeway,
                 clock,
                 keys,
                 validations: Validations::new(validation_ttl),

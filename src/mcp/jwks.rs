@@ -34,7 +34,7 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// fetched within seconds, not a whole refetch interval later. Tokens that predate
 /// the keys (and whose kid the keys lack) still cost at most one fetch per refetch
 /// interval; forged ones claiming to be newer, at most one per this interval.
-const SHORT_REFETCH_INTERVAL: Duration = Duration::from_secs(5);
+pub(super) const SHORT_REFETCH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Why no key is available for a token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -134,8 +134,12 @@ fn reject(auth: &BearerAuth, rejection: &Rejection) -> Response<Body> {
     );
     if rejection.status == StatusCode::SERVICE_UNAVAILABLE {
         // Every 503 here is a dependency that is down or not yet asked (the keys,
-        // the store, the domain's renewal): worth trying again in a few seconds.
-        headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
+        // the store, the domain's renewal): worth trying again once an unknown key
+        // may be fetched again.
+        headers.insert(
+            http::header::RETRY_AFTER,
+            HeaderValue::from(super::jwks::SHORT_REFETCH_INTERVAL.as_secs()),
+        );
     } else if let Ok(value) = HeaderValue::from_str(&challenge) {
         headers.insert(http::header::WWW_AUTHENTICATE, value);
     }

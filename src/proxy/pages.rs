@@ -102,6 +102,20 @@ pub(super) fn oauth_error(status: StatusCode, code: &str, description: &str) -> 
     response
 }
 
+/// A 429 or 503 `temporarily_unavailable` answer with `Retry-After`.
+pub(super) fn temporarily_unavailable(
+    status: StatusCode,
+    retry_after: std::time::Duration,
+    description: &str,
+) -> Response<Body> {
+    let mut response = oauth_error(status, "temporarily_unavailable", description);
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(retry_after.as_secs()),
+    );
+    response
+}
+
 /// A JSON response with `Cache-Control: no-store` and `Pragma: no-cache`.
 pub(super) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
     let mut response = Response::new(Body::from(body.to_string()));

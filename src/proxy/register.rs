@@ -9,7 +9,7 @@ use http::{Response, StatusCode};
 use serde_json::{Value, json};
 
 use super::model::{self, CLIENTS, Client, REGISTRATION_LIFETIME};
-use super::pages::{json_response, oauth_error, read_body};
+use super::pages::{json_response, oauth_error, read_body, temporarily_unavailable};
 use super::{Inner, crypto, redirect};
 
 /// Registrations a proxy accepts by default: 60 a minute, bursts of 20.
@@ -61,16 +61,6 @@ impl RateLimit {
             Err(Duration::from_secs_f64(wait.clamp(1.0, 3600.0).ceil()))
         }
     }
-}
-
-/// A 429 or 503 `temporarily_unavailable` answer with `Retry-After`.
-fn unavailable(status: StatusCode, retry_after: Duration, description: &str) -> Response<Body> {
-    let mut response = oauth_error(status, "temporarily_unavailable", description);
-    response.headers_mut().insert(
-        http::header::RETRY_AFTER,
-        http::HeaderValue::from(retry_after.as_secs()),
-    );
-    response
 }
 
 /// The metadata's path (the issuer is an origin, so there is no path-inserted form).
@@ -133,7 +123,7 @@ pub(super) async fn register(
             retry_after_s = wait.as_secs(),
             "oauth proxy client registration"
         );
-        return unavailable(
+        return temporarily_unavailable(
             StatusCode::TOO_MANY_REQUESTS,
             wait,
             "too many client registrations; retry later",
@@ -242,7 +232,7 @@ pub(super) async fn register(
     {
         // A full store (or one that is down) is temporary: clients may retry.
         tracing::warn!(error = %err, "oauth proxy cannot store a client");
-        return unavailable(
+        return temporarily_unavailable(
             StatusCode::SERVICE_UNAVAILABLE,
             STORE_FULL_RETRY_AFTER,
             "the server cannot register clients now; retry later",

@@ -16,9 +16,9 @@ use super::model::{
     self, CLIENT_LIFETIME, CLIENTS, CODE_LIFETIME, CODES, Client, CodeGrant, JTIS, JtiRecord,
     REFRESH, RefreshRecord, TokenSet, USED_CODES, USED_REFRESH,
 };
-use super::pages::{Params, json_response, oauth_error, read_form};
+use super::pages::{Params, json_response, oauth_error, read_form, temporarily_unavailable};
 use super::tokens::OwnClaims;
-use super::validate::{SetError, current_set, end_set};
+use super::validate::{FAILED_REFRESH_BACKOFF, SetError, current_set, end_set};
 use super::{Inner, crypto};
 use crate::store::Store;
 
@@ -26,19 +26,14 @@ fn bad(code: &str, description: &str) -> Response<Body> {
     oauth_error(StatusCode::BAD_REQUEST, code, description)
 }
 
-/// 503 `temporarily_unavailable`, with `Retry-After: 5` (a failed upstream refresh
-/// is not tried again for 5 s).
+/// 503 `temporarily_unavailable`, with `Retry-After` the back-off of a failed
+/// upstream refresh (it is not tried again sooner).
 fn unavailable() -> Response<Body> {
-    let mut response = oauth_error(
+    temporarily_unavailable(
         StatusCode::SERVICE_UNAVAILABLE,
-        "temporarily_unavailable",
+        FAILED_REFRESH_BACKOFF,
         "the server cannot complete the request now",
-    );
-    response.headers_mut().insert(
-        http::header::RETRY_AFTER,
-        http::HeaderValue::from_static("5"),
-    );
-    response
+    )
 }
 
 fn invalid_client() -> Response<Body> {
