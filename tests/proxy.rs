@@ -197,9 +197,14 @@ fn verifier() -> String {
 }
 
 fn challenge(verifier: &str) -> String {
+    sha256_b64(verifier)
+}
+
+/// Base64url SHA-256: a PKCE challenge, and the proxy's store key of a code.
+fn sha256_b64(text: &str) -> String {
     use base64::Engine as _;
     use sha2::Digest as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier))
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(text))
 }
 
 impl Env {
@@ -267,7 +272,17 @@ impl Env {
         browser: &reqwest::Client,
         client_id: &str,
     ) -> (String, String, String, String) {
-        let r = self.get(browser, &self.authorize_url(client_id, &[])).await;
+        self.open_login_at(browser, &self.authorize_url(client_id, &[]))
+            .await
+    }
+
+    /// /authorize at `url` -> consent page: (txn, csrf, page, the login's cookie name).
+    async fn open_login_at(
+        &self,
+        browser: &reqwest::Client,
+        url: &str,
+    ) -> (String, String, String, String) {
+        let r = self.get(browser, url).await;
         let (name, _) = set_cookies(&r)
             .into_iter()
             .rev()
@@ -301,8 +316,14 @@ impl Env {
 
     /// The whole browser leg; returns the client redirect's query.
     async fn login(&self, client_id: &str) -> std::collections::HashMap<String, String> {
+        self.login_at(&self.authorize_url(client_id, &[])).await
+    }
+
+    /// The whole browser leg from /authorize at `url`; returns the client redirect's
+    /// query.
+    async fn login_at(&self, url: &str) -> std::collections::HashMap<String, String> {
         let browser = browser();
-        let (txn, csrf, _) = self.open_consent(&browser, client_id).await;
+        let (txn, csrf, _, _) = self.open_login_at(&browser, url).await;
         let upstream = location(&self.post_consent(&browser, &txn, &csrf, "approve").await);
         assert!(
             upstream.starts_with(self.emu.domain_url().as_str()),
@@ -575,24 +596,13 @@ async fn a_client_registered_without_refresh_gets_no_refresh_token() {
 async fn a_client_that_sends_no_state_logs_in_with_pkce() {
     let env = env().await;
     let client_id = env.register().await;
-    let browser = browser();
     let url = env
         .authorize_url(&client_id, &[])
         .replace("&state=client-state", "");
     assert!(!url.contains("state="), "{url}");
-    let consent = location(&env.get(&browser, &url).await);
-    assert!(
-        consent.starts_with(&format!("{}/consent?txn=", env.base)),
-        "{consent}"
-    );
-    let page = env.get(&browser, &consent).await.text().await.unwrap();
-    let (txn, csrf) = (hidden(&page, "txn"), hidden(&page, "csrf"));
-    let upstream = location(&env.post_consent(&browser, &txn, &csrf, "approve").await);
-    let callback = location(&env.get(&browser, &upstream).await);
-    let done = location(&env.get(&browser, &callback).await);
-    assert!(done.starts_with(REDIRECT), "{done}");
-    let q = query(&done);
-    assert!(!q.contains_key("state"), "{done}");
+    // The consent page and the redirect back to the client, as any login's.
+    let q = env.login_at(&url).await;
+    assert!(!q.contains_key("state"), "{q:?}");
     let tokens = env.redeem(&client_id, &q["code"]).await;
     assert!(tokens["access_token"].is_string(), "{tokens}");
 }
@@ -1816,8 +1826,6 @@ async fn a_retry_racing_a_give_back_keeps_its_replay_marker() {
 /// login ends; a record stored before codes carried their expiry still redeems.
 #[tokio::test]
 async fn a_code_past_its_expiry_is_refused_even_if_the_store_holds_it() {
-    use base64::Engine as _;
-    use sha2::Digest as _;
     let env = env().await;
     let client_id = env.register().await;
     let now = 1_900_000_000_u64;
@@ -1826,8 +1834,7 @@ async fn a_code_past_its_expiry_is_refused_even_if_the_store_holds_it() {
         (None, StatusCode::OK),
     ] {
         let code = env.login(&client_id).await["code"].clone();
-        let key =
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&code));
+        let key = sha256_b64(&code);
         let bytes = env
             .store
             .get("code", &key)

@@ -19,8 +19,8 @@
 //!    its key as the JWKS went down, so new tokens name a key not yet fetched).
 //! 3. `no_identity_mix`: no `whoami` names another user.
 //! 4. `recovered`: every call that starts [`GRACE_MS`] after the last fault ends
-//!    (after the JWKS's return plus [`JWKS_RETRY_MS`], if later) succeeds, and every user makes at least one (so every user works again
-//!    without a restart).
+//!    (after the JWKS's return plus [`JWKS_RETRY_MS`], if later) succeeds, and
+//!    every user makes at least one (so every user works again without a restart).
 //! 5. `no_exchange_storm`: session tokens issued <= visits (users arriving with a
 //!    new token) + session rejections served (each may force one refresh); and
 //!    token-endpoint requests <= [`MAX_ATTEMPTS`] x (session tokens issued + failed

@@ -174,6 +174,7 @@ async fn end(
         started.before,
     );
 }
+
 fn record(
     clock: &Clock,
     control: &FaultControl,
